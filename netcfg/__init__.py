@@ -1,0 +1,1 @@
+"""Everything that speaks to the kernel: the nftables ruleset, the authorised set, neighbours."""

@@ -1,0 +1,1 @@
+"""The RADIUS hook for hostapd: MAC authorisation, accounting and Disconnect (RFC 5176)."""

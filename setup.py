@@ -1,0 +1,42 @@
+"""Skillspot: free-WiFi onboarding appliance for DSD labour offices."""
+from setuptools import find_packages, setup
+
+setup(
+    name="skillspot",
+    version="0.1.0",
+    description="Captive portal, RADIUS hook, firewall and traffic-data ledger for DSD public WiFi",
+    python_requires=">=3.11",
+    packages=find_packages(include=[
+        "skillspot", "skillspot.*", "portal", "portal.*", "radius", "radius.*",
+        "netcfg", "netcfg.*", "provisioning", "provisioning.*", "ledger", "ledger.*",
+        "lineapi", "lineapi.*",
+    ]),
+    include_package_data=True,
+    package_data={
+        "ledger": ["migrations/*.sql"],
+        "portal": ["templates/*.html", "templates/**/*.html", "static/*", "translations/*/LC_MESSAGES/*"],
+        "provisioning": ["templates/*"],
+        "radius": ["dictionary*"],
+        "lineapi": ["templates/*.html"],
+    },
+    install_requires=[
+        "flask>=3.0",
+        "gunicorn>=22",
+        "pyrad>=2.5",
+        "pyroute2>=0.9.7",
+        "scapy>=2.6",
+        "line-bot-sdk>=3.10.2",
+        "sqlite-utils>=3.37",
+        "pip-nftables>=1.0.2",
+        "pydantic>=2.7",
+        "click>=8.1",
+        "pyjwt>=2.8",
+        "cryptography>=42",
+        "requests>=2.31",
+        "flask-babel>=4.0",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "playwright>=1.45"],
+    },
+    entry_points={"console_scripts": ["skillspot=skillspot.cli:main"]},
+)

@@ -1,0 +1,1 @@
+"""Skillspot: the `skillspot` command, configuration loading and the simulated office."""

@@ -1,0 +1,223 @@
+"""The one configuration file (TOML), validated at start-up.
+
+This module is the only place that reads the file; every package receives the typed
+sections it needs as arguments. Validation uses pydantic so that an error can name the
+key, the value that was given and what to write instead.
+"""
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+IFNAME = r"^[A-Za-z0-9_.-]{1,15}$"
+HOSTNAME = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, unreadable or invalid; str() is for humans."""
+
+
+class Section(BaseModel):
+    """Base for every section: unknown keys are errors, so a typo is never ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BoxConfig(Section):
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$",
+                             description='a short box id of lowercase letters, digits and dashes, e.g. "dsd-bkk-01"')]
+    office: Annotated[str, Field(min_length=1, description="the office's name as officials know it")]
+    data_dir: Annotated[Path, Field(description="a writable directory for the ledger and state, e.g. /var/lib/skillspot")]
+    coordinator: Annotated[str, Field(default="", description="who officials contact about traffic data (name, phone)")]
+
+
+class NetworkConfig(Section):
+    lan_interface: Annotated[str, Field(pattern=IFNAME, description='the visitors\' interface name, e.g. "wlan0" (at most 15 characters)')]
+    wan_interface: Annotated[str, Field(pattern=IFNAME, description='the uplink interface name, e.g. "eth0"')]
+    lan_address: Annotated[ipaddress.IPv4Interface, Field(description='the box\'s LAN address with prefix, e.g. "10.99.0.1/24"')]
+    dhcp_range: Annotated[tuple[ipaddress.IPv4Address, ipaddress.IPv4Address],
+                          Field(description='first and last address handed out, e.g. ["10.99.0.50", "10.99.0.250"], inside lan_address\'s network')]
+    lease_seconds: Annotated[int, Field(ge=120, le=86400, description="DHCP lease length in seconds, 120 to 86400")] = 3600
+    upstream_dns: Annotated[list[ipaddress.IPv4Address], Field(min_length=1, description='resolvers dnsmasq forwards to, e.g. ["1.1.1.1"]')]
+    walled_garden: Annotated[list[Annotated[str, Field(pattern=HOSTNAME)]],
+                             Field(description="domain suffixes unauthorised clients may reach (the LINE login hosts), e.g. [\"line.me\", \"line-scdn.net\"]")] = [
+        "line.me", "line-scdn.net", "line-apps.com", "lin.ee", "line-cdn.net"]
+    walled_garden_ports: Annotated[list[Annotated[int, Field(ge=1, le=65535)]],
+                                   Field(description="TCP ports open to walled-garden addresses, e.g. [443]")] = [443]
+
+    @model_validator(mode="after")
+    def _range_inside_lan(self) -> "NetworkConfig":
+        net = self.lan_address.network
+        first, last = self.dhcp_range
+        for addr in (first, last):
+            if addr not in net:
+                raise ValueError(f"dhcp_range address {addr} is outside {net}; fix: pick addresses inside lan_address's network")
+        if first > last:
+            raise ValueError(f"dhcp_range starts at {first} after it ends at {last}; fix: write the lower address first")
+        if self.lan_address.ip in (first, last) or first <= self.lan_address.ip <= last:
+            raise ValueError(f"dhcp_range contains the box's own address {self.lan_address.ip}; fix: start the range after it")
+        if self.lan_interface == self.wan_interface:
+            raise ValueError("lan_interface and wan_interface are the same; fix: name two different interfaces")
+        return self
+
+
+class PortalConfig(Section):
+    hostname: Annotated[str, Field(pattern=HOSTNAME, description='the portal\'s DNS name, resolved to the LAN address by the box, e.g. "wifi.dsd.go.th"')]
+    http_port: Annotated[int, Field(ge=1, le=65535, description="where intercepted HTTP (port 80) is redirected on the box, e.g. 8080")] = 8080
+    https_port: Annotated[int, Field(ge=1, le=65535, description="the HTTPS portal and RFC 8908 API port, e.g. 8443")] = 8443
+    public_base_url: Annotated[str, Field(default="", description='URL visitors are sent to, e.g. "https://wifi.dsd.go.th:8443"; empty means http://HOSTNAME:HTTP_PORT')]
+    session_seconds: Annotated[int, Field(ge=1, le=7 * 86400, description="how long one login lets a device through, in seconds (1 to 604800)")] = 4 * 3600
+    secret_key: Annotated[str, Field(min_length=32, description="at least 32 random characters signing browser sessions; generate with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")]
+    bot_prompt: Annotated[Literal["aggressive", "normal", "none"], Field(description='how LINE offers the DSD Official Account: "aggressive", "normal" or "none"')] = "aggressive"
+    terms_version: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,32}$", description='the version of the terms and PDPA notice shown, e.g. "2026-11"')] = "2026-11"
+    workers: Annotated[int, Field(ge=1, le=16, description="gunicorn worker processes, 1 to 16")] = 2
+    tls_cert: Annotated[Path | None, Field(description="PEM certificate for the HTTPS portal (optional)")] = None
+    tls_key: Annotated[Path | None, Field(description="PEM private key for tls_cert (optional)")] = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "PortalConfig":
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together; fix: set both or neither")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        """The URL the portal is reached at, as visitors' browsers see it."""
+        return self.public_base_url.rstrip("/") or f"http://{self.hostname}:{self.http_port}"
+
+
+class LineConfig(Section):
+    channel_id: Annotated[str, Field(pattern=r"^[0-9]{6,12}$", description="the LINE Login channel ID (digits), from the LINE Developers console")]
+    channel_secret: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$", description="the LINE Login channel secret (32 lowercase hex digits)")]
+    login_base_url: Annotated[str, Field(pattern=r"^https?://", description='where the authorize page lives: "https://access.line.me" (or the sandbox\'s URL)')] = "https://access.line.me"
+    api_base_url: Annotated[str, Field(pattern=r"^https?://", description='where the token/verify/profile API lives: "https://api.line.me" (or the sandbox\'s URL)')] = "https://api.line.me"
+    issuer: Annotated[str, Field(description='the "iss" expected in ID tokens; LINE uses "https://access.line.me"')] = "https://access.line.me"
+    messaging_access_token: Annotated[str, Field(description="the Messaging API channel access token of the DSD Official Account (empty: no welcome message)")] = ""
+    messaging_base_url: Annotated[str, Field(pattern=r"^https?://", description='Messaging API host: "https://api.line.me" (or the sandbox\'s URL)')] = "https://api.line.me"
+    oa_basic_id: Annotated[str, Field(description='the Official Account\'s basic ID, e.g. "@dsdthailand", for the add-friend link')] = ""
+    http_timeout_seconds: Annotated[float, Field(gt=0, le=30, description="timeout for each call to LINE, seconds (0 to 30)")] = 5.0
+
+
+class RadiusClientConfig(Section):
+    address: Annotated[ipaddress.IPv4Address, Field(description="the NAS (hostapd) source address")]
+    secret: Annotated[str, Field(min_length=8, description="the shared secret for this NAS, at least 8 characters")]
+    name: Annotated[str, Field(description="a label for this NAS")] = "hostapd"
+
+
+class RadiusConfig(Section):
+    listen_address: Annotated[ipaddress.IPv4Address, Field(description='address the RADIUS server binds, e.g. "127.0.0.1"')] = ipaddress.IPv4Address("127.0.0.1")
+    auth_port: Annotated[int, Field(ge=1, le=65535, description="authentication port, usually 1812")] = 1812
+    acct_port: Annotated[int, Field(ge=1, le=65535, description="accounting port, usually 1813")] = 1813
+    clients: Annotated[list[RadiusClientConfig], Field(description="the NASes allowed to talk to us, each with its own secret")] = []
+    require_message_authenticator: Annotated[bool, Field(description="refuse Access-Requests without Message-Authenticator (hostapd always sends it)")] = True
+    idle_timeout_seconds: Annotated[int, Field(ge=60, le=86400, description="Idle-Timeout sent in Access-Accept, seconds")] = 900
+    interim_interval_seconds: Annotated[int, Field(ge=60, le=86400, description="accounting interim interval, seconds (hostapd ignores under 60)")] = 300
+    block_list: Annotated[list[Annotated[str, Field(pattern=r"^([0-9A-Fa-f]{2}[:-]?){5}[0-9A-Fa-f]{2}$")]],
+                          Field(description='MACs refused at association, e.g. ["aa:bb:cc:dd:ee:ff"]')] = []
+    das_address: Annotated[ipaddress.IPv4Address, Field(description="hostapd's Disconnect (DAS) address")] = ipaddress.IPv4Address("127.0.0.1")
+    das_port: Annotated[int, Field(ge=1, le=65535, description="hostapd's radius_das_port")] = 3799
+    das_secret: Annotated[str, Field(description="the DAS shared secret (empty: Disconnect is not used)")] = ""
+
+
+class HostapdConfig(Section):
+    interface: Annotated[str, Field(pattern=IFNAME, description='the radio interface hostapd serves, e.g. "wlan0"')] = "wlan0"
+    driver: Annotated[Literal["nl80211", "wired"], Field(description='"nl80211" for a radio, "wired" for tests on a veth')] = "nl80211"
+    ssid: Annotated[str, Field(min_length=1, max_length=32, description="the open network's name, 1 to 32 bytes")] = "DSD Free WiFi"
+    country_code: Annotated[str, Field(pattern=r"^[A-Z]{2}$", description='two-letter country code, "TH"')] = "TH"
+    channel: Annotated[int, Field(ge=1, le=13, description="2.4 GHz channel 1 to 13")] = 6
+    nas_identifier: Annotated[str, Field(min_length=1, max_length=48, description="NAS-Identifier hostapd sends (unique per BSS)")] = "skillspot"
+
+
+class LedgerConfig(Section):
+    retention_days: Annotated[int, Field(ge=90, le=730, description="how long traffic data is kept, days; the law's floor is 90, the cap 730")] = 90
+    disk_alert_percent: Annotated[int, Field(ge=50, le=99, description="alert when the data disk is this full, percent")] = 90
+
+
+class CentralConfig(Section):
+    url: Annotated[str, Field(description="the DSD central API base URL (empty: no sync)")] = ""
+
+
+class Config(Section):
+    """The whole file."""
+
+    box: BoxConfig
+    network: NetworkConfig
+    portal: PortalConfig
+    line: LineConfig
+    radius: RadiusConfig = RadiusConfig()
+    hostapd: HostapdConfig = HostapdConfig()
+    ledger: LedgerConfig = LedgerConfig()
+    central: CentralConfig = CentralConfig()
+
+    @property
+    def ledger_path(self) -> Path:
+        """Where the SQLite ledger lives."""
+        return self.box.data_dir / "ledger.sqlite"
+
+
+def _field_hint(model: type[BaseModel], loc: tuple) -> str:
+    """Walk the model along an error location and return that field's description."""
+    current: type[BaseModel] | None = model
+    hint = ""
+    for part in loc:
+        if current is None or not isinstance(part, str) or part not in current.model_fields:
+            continue
+        field = current.model_fields[part]
+        hint = field.description or hint
+        ann = field.annotation
+        nested = getattr(ann, "__args__", None)
+        candidates = [ann, *(nested or [])]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return hint
+
+
+def format_errors(source: str, err: ValidationError) -> str:
+    """Turn pydantic's errors into lines naming key, bad value and fix."""
+    lines = [f"{source}: {err.error_count()} problem(s) in the configuration:"]
+    for e in err.errors(include_url=False):
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "missing":
+            lines.append(f"  [{key}] is missing. Fix: add it: {_field_hint(Config, e['loc'])}")
+            continue
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  [{key}] is not a known key. Fix: remove it or check its spelling and section")
+            continue
+        value = e.get("input")
+        shown = repr(value) if not isinstance(value, dict) else "(a table)"
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        hint = _field_hint(Config, e["loc"])
+        fix = msg if "fix:" in msg else f"{msg}. Fix: {hint or 'see examples/skillspot.toml'}"
+        lines.append(f"  [{key}] = {shown}: {fix}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict, source: str = "config") -> Config:
+    """Validate an already-parsed TOML document."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_errors(source, err)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the TOML file at `path`; raises ConfigError with a readable message."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration file: {exc.strerror}. "
+                          "Fix: pass the right path with --config or SKILLSPOT_CONFIG") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text. Fix: save the file as UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}. Fix: correct the syntax at that line "
+                          "(strings need quotes, tables look like [section])") from None
+    return parse_config(data, str(path))
