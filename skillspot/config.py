@@ -121,6 +121,9 @@ class RadiusConfig(Section):
     das_address: Annotated[ipaddress.IPv4Address, Field(description="hostapd's Disconnect (DAS) address")] = ipaddress.IPv4Address("127.0.0.1")
     das_port: Annotated[int, Field(ge=1, le=65535, description="hostapd's radius_das_port")] = 3799
     das_secret: Annotated[str, Field(description="the DAS shared secret (empty: Disconnect is not used)")] = ""
+    session_timeout_seconds: Annotated[int, Field(ge=60, le=7 * 86400, description="Session-Timeout sent in Access-Accept: hostapd disconnects the station after this many seconds (60 to 604800)")] = 4 * 3600
+    das_timeout_seconds: Annotated[float, Field(gt=0, le=30, description="how long to wait for hostapd's Disconnect-ACK/NAK, seconds")] = 3.0
+    durable_sync: Annotated[bool, Field(description="fsync every accounting commit before answering (SQLite synchronous=FULL): an answered record survives power loss")] = True
 
 
 class HostapdConfig(Section):
@@ -130,6 +133,8 @@ class HostapdConfig(Section):
     country_code: Annotated[str, Field(pattern=r"^[A-Z]{2}$", description='two-letter country code, "TH"')] = "TH"
     channel: Annotated[int, Field(ge=1, le=13, description="2.4 GHz channel 1 to 13")] = 6
     nas_identifier: Annotated[str, Field(min_length=1, max_length=48, description="NAS-Identifier hostapd sends (unique per BSS)")] = "skillspot"
+    own_ip_addr: Annotated[ipaddress.IPv4Address, Field(description="hostapd's own address towards the RADIUS server (NAS-IP-Address); must be one of radius.clients")] = ipaddress.IPv4Address("127.0.0.1")
+    ctrl_interface: Annotated[str, Field(description="hostapd's control socket directory (empty: none)")] = "/run/hostapd"
 
 
 class LedgerConfig(Section):

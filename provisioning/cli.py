@@ -1,0 +1,54 @@
+"""`skillspot render` and `skillspot lease-event` (the dnsmasq hook)."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+
+@click.command("render")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="directory to write the rendered files into")
+@click.pass_obj
+def render_command(ctx, out: Path) -> None:
+    """Render and syntax-check the box's daemon configuration files into OUT."""
+    from netcfg.nft import NftError, check_ruleset
+    from netcfg.ruleset import RulesetParams, render_ruleset
+    from provisioning.dnsmasq import RenderError, write_dnsmasq
+    cfg = ctx.config
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        files = write_dnsmasq(cfg, Path(ctx.config_path).resolve(), out)
+        ruleset = render_ruleset(RulesetParams.from_config(cfg.network, cfg.portal))
+        (out / "skillspot.nft").write_text(ruleset)
+        check_ruleset(ruleset)
+    except (RenderError, NftError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {files.conf}, {files.lease_hook}, {out / 'skillspot.nft'}")
+
+
+@click.command("lease-event", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1)
+@click.pass_obj
+def lease_event_command(ctx, args: tuple[str, ...]) -> None:
+    """Record one dnsmasq lease event (called by dnsmasq's dhcp-script)."""
+    from ledger.db import LedgerError, open_ledger
+    from ledger.records import log_event, record_lease
+    from provisioning.leases import environment, lease_event_from_dnsmasq
+    cfg = ctx.config
+    try:
+        event = lease_event_from_dnsmasq(list(args), environment(), int(time.time() * 1000))
+    except ValueError as exc:
+        raise click.ClickException(f"lease event ignored: {exc}") from None
+    try:
+        ledger = open_ledger(cfg.ledger_path, cfg.box.id)
+        record_lease(ledger, event)
+    except LedgerError as exc:
+        # dnsmasq logs our stderr; the spool keeps the event so nothing is lost.
+        spool = cfg.box.data_dir / "lease-spool.log"
+        with open(spool, "a") as fh:
+            fh.write(f"{int(time.time())} {' '.join(args)}\n")
+        click.echo(f"ledger write failed, event spooled to {spool}: {exc}", err=True)
+        sys.exit(1)

@@ -1,0 +1,166 @@
+"""What the simulated phone does, run inside its namespace: `python -m skillspot.phone ACTION ...`.
+
+Each action prints one JSON object. DHCP is done with scapy (a real DHCP exchange on the
+wire, DISCOVER/OFFER/REQUEST/ACK) and the address is configured with pyroute2; HTTP is a real
+client (requests) resolving names through the DNS server DHCP gave us.
+"""
+from __future__ import annotations
+
+import json
+import random
+import socket
+import sys
+import time
+from html.parser import HTMLParser
+from urllib.parse import urljoin
+
+PHONE_HOSTNAME = "demo-phone"
+
+
+def dhcp(iface: str, timeout: float = 5.0, tries: int = 4) -> dict:
+    """Lease an address on `iface`, configure it and the default route; return the lease."""
+    from pyroute2 import IPRoute
+    from scapy.all import BOOTP, DHCP, IP, UDP, Ether, conf, get_if_hwaddr, mac2str, srp1
+
+    conf.checkIPaddr = False  # the OFFER comes from the server's address, not the broadcast we sent
+    conf.verb = 0
+    mac = get_if_hwaddr(iface)
+    xid = random.getrandbits(32)
+
+    def exchange(options: list) -> dict | None:
+        pkt = (Ether(dst="ff:ff:ff:ff:ff:ff", src=mac) / IP(src="0.0.0.0", dst="255.255.255.255")
+               / UDP(sport=68, dport=67) / BOOTP(chaddr=mac2str(mac), xid=xid, flags=0x8000)
+               / DHCP(options=options + ["end"]))
+        for _ in range(tries):
+            # BOOTP.answers() matches replies on xid, so the OFFER/ACK for this exchange is taken.
+            answer = srp1(pkt, iface=iface, timeout=timeout, verbose=0)
+            if answer is not None and DHCP in answer:
+                opts = {o[0]: o[1:] if len(o) > 2 else o[1] for o in answer[DHCP].options if isinstance(o, tuple)}
+                return {"yiaddr": answer[BOOTP].yiaddr, "options": opts}
+        return None
+
+    wanted = [("param_req_list", [1, 3, 6, 51, 114]), ("hostname", PHONE_HOSTNAME.encode())]
+    offer = exchange([("message-type", "discover"), *wanted])
+    if offer is None:
+        raise SystemExit("no DHCP OFFER")
+    server = offer["options"]["server_id"]
+    ack = exchange([("message-type", "request"), ("requested_addr", offer["yiaddr"]), ("server_id", server), *wanted])
+    if ack is None or ack["options"].get("message-type") != 5:
+        raise SystemExit(f"no DHCP ACK: {ack}")
+    opts = ack["options"]
+    mask = opts.get("subnet_mask", "255.255.255.0")
+    prefixlen = sum(bin(int(x)).count("1") for x in mask.split("."))
+    router = opts["router"] if isinstance(opts["router"], str) else opts["router"][0]
+    dns = opts["name_server"] if isinstance(opts["name_server"], str) else opts["name_server"][0]
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=iface)[0]
+        ipr.addr("add", index=idx, address=ack["yiaddr"], prefixlen=prefixlen)
+        ipr.route("add", dst="0.0.0.0/0", gateway=router)
+    captive = opts.get(114)
+    return {"mac": mac, "ip": ack["yiaddr"], "prefixlen": prefixlen, "router": router, "dns": dns,
+            "lease_seconds": opts.get("lease_time"), "server": server,
+            "captive_api": captive.decode() if isinstance(captive, bytes) else captive}
+
+
+def tcp(host: str, port: int, timeout: float = 3.0) -> dict:
+    """Try a TCP connection; how it ended and how long it took."""
+    start = time.monotonic()
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        result = "connected"
+    except ConnectionRefusedError:
+        result = "refused"
+    except socket.timeout:
+        result = "timeout"
+    except OSError as exc:
+        result = f"error: {exc.strerror or exc}"
+    return {"result": result, "seconds": round(time.monotonic() - start, 3)}
+
+
+def get(url: str, follow: bool = False) -> dict:
+    """One HTTP GET, as a browser would send it."""
+    import requests
+    try:
+        r = requests.get(url, allow_redirects=follow, timeout=10)
+    except requests.RequestException as exc:
+        return {"error": type(exc).__name__, "detail": str(exc)[:300]}
+    return {"status": r.status_code, "location": r.headers.get("Location"), "url": r.url, "body": r.text[:500]}
+
+
+class FormParser(HTMLParser):
+    """The first <form> of a page: its action, method and the fields a browser would send."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.action: str | None = None
+        self.method = "get"
+        self.fields: dict[str, str] = {}
+        self.options: dict[str, list[str]] = {}
+        self._select: str | None = None
+        self._done = False
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        a = dict(attrs)
+        if self._done:
+            return
+        if tag == "form" and self.action is None:
+            self.action, self.method = a.get("action") or "", (a.get("method") or "get").lower()
+        elif tag == "input" and a.get("name") and a.get("type", "text") in ("hidden", "text"):
+            self.fields[a["name"]] = a.get("value") or ""
+        elif tag == "select":
+            self._select = a.get("name")
+        elif tag == "option" and self._select:
+            self.options.setdefault(self._select, []).append(a.get("value") or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "select":
+            self._select = None
+        elif tag == "form" and self.action is not None:
+            self._done = True
+
+
+def login(portal_url: str, user_index: int = 0, add_friend: bool = True, cancel: bool = False) -> dict:
+    """The visitor's whole path: splash, Login with LINE, the sandbox's login page, back to the portal."""
+    import requests
+    s = requests.Session()
+    steps = []
+    splash = s.get(portal_url + "/", timeout=10)
+    steps.append({"splash": splash.status_code, "has_line_button": "Login with LINE" in splash.text})
+    page = s.get(portal_url + "/login", timeout=10)  # follows to LINE's authorize page
+    steps.append({"authorize": page.url.split("?")[0], "status": page.status_code})
+    form = FormParser()
+    form.feed(page.text)
+    if form.action is None:
+        return {"ok": False, "steps": steps, "error": "no login form on the LINE page"}
+    data = dict(form.fields)
+    users = form.options.get("sandbox_user", [])
+    if users:
+        data["sandbox_user"] = users[user_index]
+    data["sandbox_action"] = "cancel" if cancel else "allow"
+    if add_friend:
+        data["sandbox_add_friend"] = "1"
+    done = s.post(urljoin(page.url, form.action), data=data, timeout=20)
+    steps.append({"callback": [r.url.split("?")[0] for r in done.history], "final": done.url, "status": done.status_code})
+    return {"ok": done.status_code == 200 and 'id="online"' in done.text, "steps": steps,
+            "final_url": done.url, "status": done.status_code, "body": done.text[:1500],
+            "user": data.get("sandbox_user")}
+
+
+def main(argv: list[str]) -> None:
+    action, args = argv[0], argv[1:]
+    if action == "dhcp":
+        result = dhcp(args[0])
+    elif action == "tcp":
+        result = tcp(args[0], int(args[1]))
+    elif action == "get":
+        result = get(args[0], follow="--follow" in args)
+    elif action == "login":
+        result = login(args[0], user_index=int(args[1]) if len(args) > 1 else 0,
+                       add_friend="--no-friend" not in args, cancel="--cancel" in args)
+    else:
+        raise SystemExit(f"unknown phone action {action!r}")
+    json.dump(result, sys.stdout)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
