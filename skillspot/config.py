@@ -140,6 +140,9 @@ class HostapdConfig(Section):
 class LedgerConfig(Section):
     retention_days: Annotated[int, Field(ge=90, le=730, description="how long traffic data is kept, days; the law's floor is 90, the cap 730")] = 90
     disk_alert_percent: Annotated[int, Field(ge=50, le=99, description="alert when the data disk is this full, percent")] = 90
+    housekeeping_seconds: Annotated[int, Field(ge=5, le=3600, description="how often the flow logger samples the clock, compacts flows, seals and checks the disk, seconds")] = 60
+    netlink_rcvbuf_bytes: Annotated[int, Field(ge=1 << 20, le=1 << 30, description="the flow logger's netlink receive buffer, bytes (1 MiB to 1 GiB)")] = 64 << 20
+    nat_flows_only: Annotated[bool, Field(description="log only flows that were translated (masqueraded); false also logs flows to the box itself")] = True
 
 
 class CentralConfig(Section):

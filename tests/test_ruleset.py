@@ -1,0 +1,103 @@
+"""The nftables ruleset: rendered from config, checked by the real nft, applied atomically,
+and the authorised set changed in place."""
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import time
+
+import pytest
+
+from netcfg.ruleset import RulesetParams, render_ruleset
+from netns_util import in_ns, scratch_namespace
+
+PARAMS = RulesetParams(lan="wlan0", wan="eth0", lan_ip="10.99.0.1", http_port=8080, https_port=8443,
+                       walled_garden_ports=(443,))
+
+
+def test_render_has_the_gate_and_the_garden():
+    text = render_ruleset(PARAMS)
+    assert "type ether_addr . ipv4_addr" in text and "flags timeout" in text
+    assert "ether saddr . ip saddr @authorised accept" in text
+    assert "ip daddr @walled_garden4 tcp dport { 443 } accept" in text
+    assert "tcp dport 80 redirect to :8080" in text
+    assert 'oifname "eth0" masquerade' in text
+    assert "reject with tcp reset" in text and "reject with icmpx admin-prohibited" in text
+    # IPv6 from a device not let in is never forwarded.
+    assert "meta nfproto ipv6 ether saddr @authorised_mac6 accept" in text
+    # The portal, DNS and DHCP are what an unauthorised visitor may reach on the box.
+    assert "udp dport { 53, 67 } accept" in text and "tcp dport { 53, 8080, 8443 } accept" in text
+    # Nothing renders a chain named by an nft keyword (`fwd`), or closes two blocks on one line.
+    assert "chain fwd" not in text and "} }" not in text
+
+
+def test_render_follows_the_config():
+    other = RulesetParams(lan="lan0", wan="wan0", lan_ip="192.0.2.1", http_port=80, https_port=443,
+                          walled_garden_ports=(80, 443))
+    text = render_ruleset(other)
+    assert 'iifname != "lan0"' in text and "ip daddr 192.0.2.1 return" in text
+    assert "tcp dport { 80, 443 } accept" in text
+
+
+SET_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from netcfg.ruleset import RulesetParams, render_ruleset
+    from netcfg.nft import apply_ruleset, NftSets
+    p = RulesetParams("wlan0", "eth0", "10.99.0.1", 8080, 8443, (443,))
+    action = sys.argv[1]
+    s = NftSets()
+    if action == "apply":
+        print(apply_ruleset(render_ruleset(p)))
+    elif action == "authorise":
+        s.authorise(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif action == "revoke":
+        print(json.dumps(s.revoke(sys.argv[2])))
+    elif action == "list":
+        print(json.dumps([a.__dict__ for a in s.list()]))
+""")
+
+
+@pytest.mark.netns
+def test_ruleset_applies_and_the_set_expires_in_the_kernel(tmp_path):
+    script = tmp_path / "sets.py"
+    script.write_text(SET_SCRIPT)
+
+    def run(*args: str) -> str:
+        proc = in_ns(ns, [sys.executable, str(script), *args])
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    with scratch_namespace() as ns:
+        check = in_ns(ns, ["nft", "-c", "-f", "-"], input=render_ruleset(PARAMS))
+        assert check.returncode == 0, check.stderr
+        assert run("apply").strip() == "0"
+        assert run("apply").strip() == "0"  # idempotent
+        run("authorise", "aa:bb:cc:dd:ee:01", "10.99.0.50", "600")
+        run("authorise", "aa:bb:cc:dd:ee:01", "10.99.0.51", "600")  # the device's address changed
+        run("authorise", "aa:bb:cc:dd:ee:02", "10.99.0.52", "2")
+        listed = {(a["mac"], a["ip"]) for a in json.loads(run("list"))}
+        assert listed == {("aa:bb:cc:dd:ee:01", "10.99.0.51"), ("aa:bb:cc:dd:ee:02", "10.99.0.52")}
+        # Re-applying the ruleset carries the live elements over with their time left.
+        assert run("apply").strip() == "4"  # two in each of authorised and authorised_mac6
+        time.sleep(2.5)
+        listed = {a["mac"] for a in json.loads(run("list"))}
+        assert listed == {"aa:bb:cc:dd:ee:01"}, "the kernel did not expire the 2-second element"
+        assert run("revoke", "aa:bb:cc:dd:ee:01").strip() == '["10.99.0.51"]'
+        assert run("revoke", "aa:bb:cc:dd:ee:01").strip() == "[]"
+        assert run("list").strip() == "[]"
+
+
+@pytest.mark.netns
+def test_a_broken_ruleset_is_refused_and_the_old_one_stays(tmp_path):
+    broken = render_ruleset(PARAMS).replace("chain clients", "chain fwd")
+    with scratch_namespace() as ns:
+        assert in_ns(ns, ["nft", "-f", "-"], input=render_ruleset(PARAMS)).returncode == 0
+        script = tmp_path / "apply.py"
+        script.write_text("import sys\nfrom netcfg.nft import apply_ruleset, NftError\n"
+                          "try:\n    apply_ruleset(sys.stdin.read())\nexcept NftError as e:\n"
+                          "    print(e); sys.exit(3)\n")
+        proc = in_ns(ns, [sys.executable, str(script)], input=broken)
+        assert proc.returncode == 3 and "checking the ruleset failed" in proc.stdout
+        still = in_ns(ns, ["nft", "list", "chain", "inet", "skillspot", "clients"])
+        assert still.returncode == 0 and "@authorised accept" in still.stdout
