@@ -33,20 +33,29 @@ def migrations() -> list[tuple[int, str, str]]:
 
 
 def migrate(conn: sqlite3.Connection) -> int:
-    """Apply every migration newer than the file's user_version, each in its own transaction."""
+    """Apply every migration newer than the file's user_version, each in its own transaction.
+
+    Several processes may open a new ledger at once (gunicorn workers, the lease hook), so the
+    version is read again inside the write lock before each migration is applied.
+    """
     current = conn.execute("PRAGMA user_version").fetchone()[0]
     for version, name, sql in migrations():
         if version <= current:
             continue
         try:
             conn.execute("BEGIN IMMEDIATE")
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version <= current:
+                conn.execute("COMMIT")  # another process applied it while we waited
+                continue
             # executescript would commit the open transaction first; run statements one by one.
             for statement in _split_sql(sql):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {version}")
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise LedgerError(f"migration {name} failed: {exc}") from exc
         current = version
     return current

@@ -13,7 +13,9 @@ class PortalServer(BaseApplication):
     def __init__(self, config: Config, bind: list[str], workers: int, tls: bool = False) -> None:
         self._config = config
         self._options = {"bind": bind, "workers": workers, "worker_class": "sync",
-                         "timeout": 30, "graceful_timeout": 5, "accesslog": "-"}
+                         "timeout": 30, "graceful_timeout": 5, "accesslog": "-",
+                         # Two instances run (HTTP and HTTPS); neither needs a runtime control socket.
+                         "control_socket_disable": True}
         if tls:
             self._options.update(certfile=str(config.portal.tls_cert), keyfile=str(config.portal.tls_key))
         super().__init__()

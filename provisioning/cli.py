@@ -16,11 +16,11 @@ def render_command(ctx, out: Path) -> None:
     """Render and syntax-check the box's daemon configuration files into OUT."""
     from netcfg.nft import NftError, check_ruleset
     from netcfg.ruleset import RulesetParams, render_ruleset
-    from provisioning.dnsmasq import RenderError, write_dnsmasq
+    from provisioning.dnsmasq import RenderError, captive_api_url, write_dnsmasq
     cfg = ctx.config
     out.mkdir(parents=True, exist_ok=True)
     try:
-        files = write_dnsmasq(cfg, Path(ctx.config_path).resolve(), out)
+        files = write_dnsmasq(cfg, Path(ctx.config_path).resolve(), out, captive_api_url(cfg))
         ruleset = render_ruleset(RulesetParams.from_config(cfg.network, cfg.portal))
         (out / "skillspot.nft").write_text(ruleset)
         check_ruleset(ruleset)

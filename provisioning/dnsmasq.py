@@ -38,6 +38,14 @@ exec {cmd} lease-event "$@"
 """
 
 
+def captive_api_url(cfg: Config) -> str | None:
+    """The RFC 8908 API URL announced in DHCP option 114; None without a TLS certificate,
+    since clients ignore a non-HTTPS API URL."""
+    if cfg.portal.tls_cert is None:
+        return None
+    return f"https://{cfg.portal.hostname}:{cfg.portal.https_port}/api/captive"
+
+
 def render_dnsmasq(cfg: Config, files: DnsmasqFiles, captive_api_url: str | None = None) -> str:
     """dnsmasq.conf text for the box."""
     net, portal = cfg.network, cfg.portal

@@ -77,6 +77,9 @@ class PortalConfig(Section):
     workers: Annotated[int, Field(ge=1, le=16, description="gunicorn worker processes, 1 to 16")] = 2
     tls_cert: Annotated[Path | None, Field(description="PEM certificate for the HTTPS portal (optional)")] = None
     tls_key: Annotated[Path | None, Field(description="PEM private key for tls_cert (optional)")] = None
+    returning_days: Annotated[int, Field(ge=0, le=90, description="a device whose LINE login is younger than this many days is let in again on reconnect without the portal (0: never), 0 to 90")] = 7
+    max_devices_per_user: Annotated[int, Field(ge=1, le=20, description="devices one LINE user may have online at once; a new one revokes the oldest, 1 to 20")] = 3
+    venue_info_url: Annotated[str, Field(default="", pattern=r"^(https://.*)?$", description='an HTTPS page about the venue for RFC 8908 venue-info-url, e.g. "https://www.dsd.go.th"; empty: the portal\'s own /venue page')]
 
     @model_validator(mode="after")
     def _tls_pair(self) -> "PortalConfig":
@@ -88,6 +91,15 @@ class PortalConfig(Section):
     def base_url(self) -> str:
         """The URL the portal is reached at, as visitors' browsers see it."""
         return self.public_base_url.rstrip("/") or f"http://{self.hostname}:{self.http_port}"
+
+
+class AdminConfig(Section):
+    users: Annotated[dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{0,31}$")],
+                          Annotated[str, Field(pattern=r"^(scrypt|pbkdf2):")]],
+                     Field(description='admin names and password hashes, e.g. {somsak = "scrypt:..."}; make a hash with: skillspot admin hash-password')] = {}
+    networks: Annotated[list[ipaddress.IPv4Network],
+                        Field(description='source networks the admin page answers, e.g. ["127.0.0.0/8", "192.168.1.0/24"]; empty: any source (a password is still required)')] = []
+    session_minutes: Annotated[int, Field(ge=5, le=720, description="an admin login lasts this many minutes, 5 to 720")] = 60
 
 
 class LineConfig(Section):
@@ -156,6 +168,7 @@ class Config(Section):
     network: NetworkConfig
     portal: PortalConfig
     line: LineConfig
+    admin: AdminConfig = AdminConfig()
     radius: RadiusConfig = RadiusConfig()
     hostapd: HostapdConfig = HostapdConfig()
     ledger: LedgerConfig = LedgerConfig()

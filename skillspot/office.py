@@ -127,7 +127,7 @@ class Office:
                 except (ProcessLookupError, ValueError):
                     pass
             if ns in netns.listnetns():
-                netns.remove(ns)
+                subprocess.run(["ip", "netns", "del", ns], check=False)
             shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
 
     # -- construction -------------------------------------------------------------
@@ -135,7 +135,9 @@ class Office:
     def _build_links(self) -> None:
         self.say("creating namespaces phone, box and internet")
         for ns in (self.phone_ns, self.box_ns, self.inet_ns):
-            netns.create(ns)
+            # iproute2 creates the namespace: it also sets up /run/netns mount propagation, which
+            # other tools running at the same time rely on.
+            subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
         self._veth(f"{self.prefix}p0", self.phone_ns, "eth0", f"{self.prefix}b0", self.box_ns, "lan0")
         self._veth(f"{self.prefix}b1", self.box_ns, "wan0", f"{self.prefix}i0", self.inet_ns, "eth0")
         with NetNS(self.box_ns) as ns:
@@ -181,8 +183,15 @@ class Office:
         d.mkdir(parents=True, exist_ok=True)
         (d / "resolv.conf").write_text(f"nameserver {server}\n")
 
+    @property
+    def ca_cert(self) -> Path:
+        """The demo CA the phone trusts, as a phone trusts the public CA of a real box's certificate."""
+        return self.workdir / "tls" / "demo-ca.pem"
+
     def _write_config(self) -> None:
-        self.config_path.write_text(office_config(self.data_dir, self.session_seconds))
+        from skillspot.democerts import make_demo_certs
+        certs = make_demo_certs(self.workdir / "tls", PORTAL_HOST, BOX_LAN_IP)
+        self.config_path.write_text(office_config(self.data_dir, self.session_seconds, certs.cert, certs.key))
         from skillspot.config import load_config
         load_config(self.config_path)  # fail here, clearly, rather than in a daemon
 
@@ -244,14 +253,17 @@ class Office:
             "dnsmasq", "--keep-in-foreground", "--log-facility=-", "--log-dhcp", "--pid-file",
             f"--conf-file={self.workdir / 'etc' / 'dnsmasq.conf'}"])
         self.spawn("portal", self.box_ns, self.skillspot("portal"))
+        self.spawn("portal-tls", self.box_ns, self.skillspot("portal", "--tls"))
         self.wait_tcp(self.box_ns, BOX_LAN_IP, 53, "box-dnsmasq")
         self.wait_tcp(self.box_ns, BOX_LAN_IP, 8080, "portal")
+        self.wait_tcp(self.box_ns, BOX_LAN_IP, 8443, "portal-tls")
 
     # -- the phone --------------------------------------------------------------------
 
     def phone(self, *args: str, timeout: float = 60) -> dict:
         """Run one phone action (skillspot.phone) inside the phone namespace; its JSON result."""
-        proc = self.run_in(self.phone_ns, [sys.executable, "-m", "skillspot.phone", *args], timeout=timeout, check=False)
+        proc = self.run_in(self.phone_ns, ["env", f"REQUESTS_CA_BUNDLE={self.ca_cert}", sys.executable, "-m",
+                                           "skillspot.phone", *args], timeout=timeout, check=False)
         if proc.returncode != 0:
             raise OfficeError(f"phone {' '.join(args)} failed: {proc.stderr.strip()[-800:]}")
         return json.loads(proc.stdout)
@@ -267,7 +279,7 @@ class Office:
         return self.run_in(self.box_ns, self.skillspot(*args)).stdout
 
 
-def office_config(data_dir: Path, session_seconds: int) -> str:
+def office_config(data_dir: Path, session_seconds: int, tls_cert: Path, tls_key: Path) -> str:
     """The box configuration of the simulated office."""
     return f"""\
 [box]
@@ -295,6 +307,8 @@ session_seconds = {session_seconds}
 secret_key = "demo-only-secret-key-0123456789abcdef"
 bot_prompt = "aggressive"
 workers = 2
+tls_cert = "{tls_cert}"
+tls_key = "{tls_key}"
 
 [line]
 channel_id = "{CHANNEL_ID}"

@@ -56,7 +56,7 @@ def dhcp(iface: str, timeout: float = 5.0, tries: int = 4) -> dict:
         idx = ipr.link_lookup(ifname=iface)[0]
         ipr.addr("add", index=idx, address=ack["yiaddr"], prefixlen=prefixlen)
         ipr.route("add", dst="0.0.0.0/0", gateway=router)
-    captive = opts.get(114)
+    captive = opts.get("captive-portal")
     return {"mac": mac, "ip": ack["yiaddr"], "prefixlen": prefixlen, "router": router, "dns": dns,
             "lease_seconds": opts.get("lease_time"), "server": server,
             "captive_api": captive.decode() if isinstance(captive, bytes) else captive}

@@ -73,3 +73,16 @@ def test_an_unopenable_ledger_says_so(tmp_path):
     (tmp_path / "dir.sqlite").mkdir()
     with pytest.raises(LedgerError, match="cannot open the ledger"):
         open_ledger(tmp_path / "dir.sqlite", "box-1")
+
+
+def test_processes_opening_a_new_ledger_at_once_migrate_it_once(tmp_path):
+    # gunicorn workers and dnsmasq's lease hook all open the ledger when the box starts.
+    import subprocess
+    import sys
+    code = ("import sys; from ledger.db import open_ledger; "
+            "l = open_ledger(sys.argv[1], 'box-1'); print(l.db.execute('PRAGMA user_version').fetchone()[0])")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "new.sqlite")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    results = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in results]
+    assert {out.strip() for out, _ in results} == {str(migrations()[-1][0])}
