@@ -25,6 +25,9 @@ class Attempt:
     client_ip: str
     lang: str
     created: float
+    terms_version: str = ""
+    oa_consent: bool = False
+    next_path: str = ""
 
 
 class AttemptStore:
@@ -35,26 +38,34 @@ class AttemptStore:
         self._conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("PRAGMA busy_timeout = 30000")
-        self._conn.execute("""CREATE TABLE IF NOT EXISTS attempts (
+        # A table name of its own per layout: a file left by an older portal is simply ignored.
+        self._conn.execute("""CREATE TABLE IF NOT EXISTS login_attempts (
             state TEXT PRIMARY KEY, nonce TEXT NOT NULL, code_verifier TEXT NOT NULL,
-            client_ip TEXT NOT NULL, lang TEXT NOT NULL, created REAL NOT NULL, used REAL)""")
+            client_ip TEXT NOT NULL, lang TEXT NOT NULL, created REAL NOT NULL,
+            terms_version TEXT NOT NULL, oa_consent INTEGER NOT NULL, next_path TEXT NOT NULL, used REAL)""")
         self._clock = clock
         self._lock = threading.Lock()
 
     def start(self, attempt: Attempt) -> None:
         """Remember a new attempt (and forget expired ones)."""
         with self._lock:
-            self._conn.execute("DELETE FROM attempts WHERE created < ?", [self._clock() - 2 * ATTEMPT_TTL_SECONDS])
-            self._conn.execute("INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, NULL)",
+            self._conn.execute("DELETE FROM login_attempts WHERE created < ?",
+                               [self._clock() - 2 * ATTEMPT_TTL_SECONDS])
+            self._conn.execute("INSERT INTO login_attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
                                [attempt.state, attempt.nonce, attempt.code_verifier, attempt.client_ip,
-                                attempt.lang, attempt.created])
+                                attempt.lang, attempt.created, attempt.terms_version, int(attempt.oa_consent),
+                                attempt.next_path])
 
     def take(self, state: str) -> Attempt | None:
         """Claim the attempt for `state` exactly once; None if unknown, used or expired."""
         with self._lock:
             cur = self._conn.execute(
-                "UPDATE attempts SET used = ? WHERE state = ? AND used IS NULL AND created >= ? "
-                "RETURNING state, nonce, code_verifier, client_ip, lang, created",
-                [self._clock(), state, self._clock() - ATTEMPT_TTL_SECONDS])
+                "UPDATE login_attempts SET used = ? WHERE state = ? AND used IS NULL AND created >= ? "
+                "RETURNING state, nonce, code_verifier, client_ip, lang, created, terms_version, oa_consent, "
+                "next_path", [self._clock(), state, self._clock() - ATTEMPT_TTL_SECONDS])
             row = cur.fetchone()
-        return Attempt(*row) if row else None
+        if not row:
+            return None
+        return Attempt(
+            state=row[0], nonce=row[1], code_verifier=row[2], client_ip=row[3], lang=row[4], created=row[5],
+            terms_version=row[6], oa_consent=bool(row[7]), next_path=row[8])

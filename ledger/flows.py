@@ -1,0 +1,210 @@
+"""NAT flow records: staging inserts from the flow logger, compaction into segments, lookups.
+
+The flow logger appends NEW and DESTROY events to `flow_staging` in large transactions
+(durable at once). `compact()` moves finished flows into compressed `flow_segments` (short
+flows) or `flows_long` (flows longer than LONG_FLOW_MS), and drops NEW rows whose DESTROY
+has been seen, all in one transaction, so a crash never loses or duplicates a flow.
+"""
+from __future__ import annotations
+
+import ipaddress
+import sqlite3
+from dataclasses import astuple, dataclass
+
+from ledger.db import Ledger, LedgerError
+from ledger.segments import CODEC_ZLIB_V1, FIELDS, Flow, Segment, encode
+
+# These two bound which segments a point-in-time lookup reads; changing them needs a
+# migration that re-segments, so they are constants and not configuration.
+LONG_FLOW_MS = 10 * 60 * 1000
+SEGMENT_SPAN_MS = 10 * 60 * 1000
+SEGMENT_MAX_FLOWS = 16384
+# An open flow older than this with no DESTROY (e.g. the logger was down) is closed at
+# compaction with FLAG_END_UNKNOWN; conntrack's own TCP established timeout is 5 days.
+OPEN_FLOW_MAX_MS = 6 * 24 * 3600 * 1000
+FLAG_END_UNKNOWN = 1
+FLAG_OPEN = 2
+
+STAGING_COLUMNS = ("ct_id", "open", *FIELDS)
+
+
+@dataclass(frozen=True)
+class FlowEvent:
+    """One conntrack event as the logger stores it (end_ms None for NEW)."""
+
+    ct_id: int | None
+    open: int
+    start_ms: int
+    end_ms: int | None
+    proto: int
+    src_ip: int
+    src_port: int
+    pub_ip: int
+    pub_port: int
+    dst_ip: int
+    dst_port: int
+    bytes_orig: int
+    bytes_reply: int
+    flags: int = 0
+
+
+def ip_int(text: str) -> int:
+    """Dotted IPv4 to integer; raises ValueError with the bad text."""
+    try:
+        return int(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise ValueError(f"not an IPv4 address: {text!r}") from None
+
+
+def ip_str(value: int) -> str:
+    """Integer to dotted IPv4."""
+    return str(ipaddress.IPv4Address(value))
+
+
+def stage(ledger: Ledger, events: list[FlowEvent]) -> None:
+    """Append many flow events in one transaction (raises LedgerError; nothing half-written)."""
+    if not events:
+        return
+    sql = (f"INSERT INTO flow_staging ({', '.join(STAGING_COLUMNS)}) "
+           f"VALUES ({', '.join('?' * len(STAGING_COLUMNS))})")
+    conn = ledger.db.conn
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(sql, [astuple(e) for e in events])
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise LedgerError(f"could not write {len(events)} flow events to {ledger.path}: {exc}") from exc
+
+
+def _flow_from_row(row: tuple) -> Flow:
+    return Flow(*row)
+
+
+def write_flows(conn: sqlite3.Connection, now_ms: int, flows: list[Flow]) -> tuple[int, int]:
+    """Inside an open transaction: store finished flows as segments and long-flow rows.
+
+    Returns (segments written, long rows written). Used by compaction and by the bench
+    generator, so both produce the same on-disk form.
+    """
+    long_rows = [f for f in flows if f.end_ms - f.start_ms > LONG_FLOW_MS]
+    short = sorted((f for f in flows if f.end_ms - f.start_ms <= LONG_FLOW_MS), key=lambda f: f.end_ms)
+    if long_rows:
+        conn.executemany(
+            f"INSERT INTO flows_long (at_ms, {', '.join(FIELDS)}) VALUES (?{', ?' * len(FIELDS)})",
+            [(now_ms, *astuple(f)) for f in long_rows])
+    segments = 0
+    i = 0
+    while i < len(short):
+        j = i
+        first_end = short[i].end_ms
+        while j < len(short) and j - i < SEGMENT_MAX_FLOWS and short[j].end_ms - first_end <= SEGMENT_SPAN_MS:
+            j += 1
+        chunk = short[i:j]
+        blob, base = encode(chunk)
+        conn.execute(
+            "INSERT INTO flow_segments (at_ms, codec, n_flows, min_start_ms, min_end_ms, max_end_ms, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (now_ms, CODEC_ZLIB_V1, len(chunk), base, chunk[0].end_ms, chunk[-1].end_ms, blob))
+        segments += 1
+        i = j
+    return segments, len(long_rows)
+
+
+def compact(ledger: Ledger, force: bool = False) -> dict:
+    """Move finished staged flows into segments; returns counts.
+
+    Without `force`, waits until a full segment's worth is staged or the oldest finished flow
+    ended more than SEGMENT_SPAN_MS ago, so segments stay large (small segments compress badly).
+    """
+    conn = ledger.db.conn
+    now = ledger.now_ms()
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        n_done, oldest_end = conn.execute(
+            "SELECT COUNT(*), MIN(end_ms) FROM flow_staging WHERE open = 0").fetchone()
+        if not n_done or (not force and n_done < SEGMENT_MAX_FLOWS and now - oldest_end < SEGMENT_SPAN_MS):
+            conn.execute("ROLLBACK")
+            return {"flows": 0, "segments": 0, "long": 0}
+        top = conn.execute("SELECT MAX(id) FROM flow_staging").fetchone()[0]
+        rows = conn.execute(f"SELECT {', '.join(FIELDS)} FROM flow_staging WHERE open = 0 AND id <= ?", [top]).fetchall()
+        flows = [_flow_from_row(r) for r in rows]
+        segments, longs = write_flows(conn, now, flows)
+        # A NEW row is finished once its DESTROY is staged (same conntrack id and mapping).
+        conn.execute(
+            """DELETE FROM flow_staging WHERE open = 1 AND id <= :top AND EXISTS (
+                 SELECT 1 FROM flow_staging d WHERE d.open = 0 AND d.ct_id = flow_staging.ct_id
+                 AND d.pub_port = flow_staging.pub_port AND d.src_port = flow_staging.src_port
+                 AND d.id > flow_staging.id)""", {"top": top})
+        stale = conn.execute(f"SELECT {', '.join(FIELDS)} FROM flow_staging WHERE open = 1 AND start_ms < ?",
+                             [now - OPEN_FLOW_MAX_MS]).fetchall()
+        if stale:
+            closed = [Flow(*r[:1], now, *r[2:-1], r[-1] | FLAG_END_UNKNOWN) for r in stale]
+            write_flows(conn, now, closed)
+            conn.execute("DELETE FROM flow_staging WHERE open = 1 AND start_ms < ?", [now - OPEN_FLOW_MAX_MS])
+        conn.execute("DELETE FROM flow_staging WHERE open = 0 AND id <= ?", [top])
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise LedgerError(f"flow compaction failed in {ledger.path}: {exc}") from exc
+    return {"flows": len(flows), "segments": segments, "long": longs}
+
+
+def flows_at(ledger: Ledger, pub_ip: int, pub_port: int, at_ms: int, slack_ms: int = 1000) -> list[Flow]:
+    """Every flow that used public pub_ip:pub_port at at_ms, from all three stores.
+
+    Open flows (NEW seen, no DESTROY yet) are returned with end_ms = now and FLAG_OPEN.
+    """
+    out: list[Flow] = []
+    db = ledger.db.conn
+    cols = ", ".join(FIELDS)
+    for r in db.execute(
+            f"SELECT {cols} FROM flows_long WHERE pub_port = ? AND start_ms <= ? AND end_ms >= ? AND pub_ip = ?",
+            [pub_port, at_ms + slack_ms, at_ms - slack_ms, pub_ip]):
+        out.append(Flow(*r))
+    for (blob,) in db.execute(
+            "SELECT data FROM flow_segments WHERE min_end_ms BETWEEN ? AND ? AND min_start_ms <= ? AND max_end_ms >= ?",
+            [at_ms - SEGMENT_SPAN_MS - slack_ms, at_ms + LONG_FLOW_MS + slack_ms, at_ms + slack_ms, at_ms - slack_ms]):
+        out.extend(Segment(blob).by_public(pub_ip, pub_port, at_ms, slack_ms))
+    now = ledger.now_ms()
+    seen_ct = set()
+    for r in db.execute(
+            f"SELECT open, ct_id, {cols} FROM flow_staging WHERE pub_port = ? AND pub_ip = ? AND start_ms <= ? "
+            "ORDER BY open", [pub_port, pub_ip, at_ms + slack_ms]):
+        is_open, ct_id, *vals = r
+        f = Flow(*vals)
+        if is_open:
+            if ct_id in seen_ct:
+                continue
+            f = Flow(f.start_ms, now, *vals[2:-1], f.flags | FLAG_OPEN)
+        else:
+            seen_ct.add(ct_id)
+        if f.start_ms - slack_ms <= at_ms <= f.end_ms + slack_ms:
+            out.append(f)
+    return sorted(out, key=lambda f: f.start_ms)
+
+
+def flows_between(ledger: Ledger, start_ms: int, end_ms: int, src_ip: int | None = None):
+    """Yield finished flows overlapping [start_ms, end_ms] (optionally from one private IP), in no set order."""
+    db = ledger.db.conn
+    cols = ", ".join(FIELDS)
+    where, args = "start_ms <= ? AND end_ms >= ?", [end_ms, start_ms]
+    if src_ip is not None:
+        where += " AND src_ip = ?"
+        args.append(src_ip)
+    for r in db.execute(f"SELECT {cols} FROM flows_long WHERE {where}", args):
+        yield Flow(*r)
+    for (blob,) in db.execute("SELECT data FROM flow_segments WHERE min_end_ms BETWEEN ? AND ? AND min_start_ms <= ?",
+                              [start_ms - SEGMENT_SPAN_MS, end_ms, end_ms]):
+        seg = Segment(blob)
+        src = seg.cols["src_ip"]
+        for i in range(seg.n):
+            if src_ip is not None and src[i] != src_ip:
+                continue
+            f = seg.flow(i)
+            if f.start_ms <= end_ms and f.end_ms >= start_ms:
+                yield f
+    for r in db.execute(f"SELECT {cols} FROM flow_staging WHERE open = 0 AND {where}", args):
+        yield Flow(*r)
