@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from flask import Blueprint, abort, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ledger.records import active_logins, log_event
@@ -68,8 +69,8 @@ def _guard():
         sent = request.form.get("csrf", "")
         if not sent or "csrf" not in session or not hmac.compare_digest(sent, session["csrf"]):
             log_event(services().ledger, "admin_refused", client_ip(), reason="csrf", path=request.path)
-            return _page("admin_error.html", 400, message="The form was stale or forged (CSRF check failed). "
-                                                          "Reload the page and try again.")
+            return _page("admin_error.html", 400, message=_("The form was stale or forged (CSRF check failed). "
+                                                            "Reload the page and try again."))
     if request.endpoint not in ("admin.login", "admin.do_login") and current_admin() is None:
         return redirect(url_for("admin.login", next=request.full_path.rstrip("?")), code=303)
     return None
@@ -92,7 +93,7 @@ def do_login():
     next_path = safe_next(request.form.get("next")) or url_for("admin.home")
     if not ok:
         log_event(services().ledger, "admin_login_failed", client_ip(), name=name[:64])
-        return _page("admin_login.html", 401, next_path=next_path, error="Wrong name or password.")
+        return _page("admin_login.html", 401, next_path=next_path, error=_("Wrong name or password."))
     session.clear()  # a fresh session (and CSRF token) for the logged-in admin
     session["admin"] = {"name": name, "until": time.time() + cfg.admin.session_minutes * 60}
     log_event(services().ledger, "admin_login", client_ip(), name=name)
@@ -159,7 +160,7 @@ def revoke():
     try:
         mac = normalise_mac(request.form.get("mac", ""))
     except ValueError:
-        return _page("admin_error.html", 400, message="That is not a MAC address; nothing was revoked.")
+        return _page("admin_error.html", 400, message=_("That is not a MAC address; nothing was revoked."))
     addresses = end_session(svc.ledger, svc.gate, mac, "admin_revoke", admin=admin)
     if svc.disconnect is not None:
         try:

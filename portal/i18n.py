@@ -14,6 +14,8 @@ from pathlib import Path
 
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
+from urllib.parse import urlencode
+
 from flask import Flask, Response, g, request
 from flask_babel import Babel
 
@@ -85,4 +87,10 @@ def init_i18n(app: Flask, compiled_dir: Path) -> None:
 
     @app.context_processor
     def _language() -> dict:
-        return {"lang": current_language(), "languages": LANGUAGES}
+        return {"lang": current_language(), "languages": LANGUAGES, "lang_url": lang_url}
+
+
+def lang_url(lang: str) -> str:
+    """This page in another language: the same path and query, with lang= replaced."""
+    args = [(k, v) for k, v in request.args.items(multi=True) if k != "lang"]
+    return request.path + "?" + urlencode([*args, ("lang", lang)])

@@ -238,7 +238,7 @@ def welcome():
         return no_store(redirect(url_for("login.splash"), code=302))
     info = session.get("welcome") or {}
     return no_store(Response(render_template(
-        "welcome.html", name=info.get("name", ""), minutes=max(0, auth.expires) // 60,
+        "welcome.html", name=info.get("name", ""), seconds=max(0, int(auth.expires)),
         oa_basic_id=config().line.oa_basic_id, oa_link=_oa_link())))
 
 

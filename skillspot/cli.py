@@ -74,6 +74,21 @@ def config_check(file: Path) -> None:
                f"LINE {cfg.line.login_base_url})")
 
 
+@main.group("admin")
+def admin_group() -> None:
+    """Box admin accounts (the /admin page)."""
+
+
+@admin_group.command("hash-password")
+@click.password_option("--password", prompt="New admin password", help="read from the terminal if not given")
+def hash_password(password: str) -> None:
+    """Print a password hash for [admin] users in the configuration."""
+    from werkzeug.security import generate_password_hash
+    if len(password) < 10:
+        raise click.ClickException("use at least 10 characters: this page can shut visitors out and shows who they are")
+    click.echo(generate_password_hash(password, method="scrypt"))
+
+
 def _register() -> None:
     for module_name, attr in PACKAGE_COMMANDS:
         try:

@@ -96,6 +96,7 @@ class FormParser(HTMLParser):
         self.method = "get"
         self.fields: dict[str, str] = {}
         self.options: dict[str, list[str]] = {}
+        self.checkboxes: dict[str, str] = {}
         self._select: str | None = None
         self._done = False
 
@@ -107,6 +108,8 @@ class FormParser(HTMLParser):
             self.action, self.method = a.get("action") or "", (a.get("method") or "get").lower()
         elif tag == "input" and a.get("name") and a.get("type", "text") in ("hidden", "text"):
             self.fields[a["name"]] = a.get("value") or ""
+        elif tag == "input" and a.get("name") and a.get("type") == "checkbox":
+            self.checkboxes[a["name"]] = a.get("value") or "on"
         elif tag == "select":
             self._select = a.get("name")
         elif tag == "option" and self._select:
@@ -124,9 +127,17 @@ def login(portal_url: str, user_index: int = 0, add_friend: bool = True, cancel:
     import requests
     s = requests.Session()
     steps = []
-    splash = s.get(portal_url + "/", timeout=10)
+    splash = s.get(portal_url + "/?lang=en", timeout=10)
     steps.append({"splash": splash.status_code, "has_line_button": "Login with LINE" in splash.text})
-    page = s.get(portal_url + "/login", timeout=10)  # follows to LINE's authorize page
+    terms = FormParser()
+    terms.feed(splash.text)
+    if terms.action is None or "terms" not in terms.checkboxes:
+        return {"ok": False, "steps": steps, "error": "no terms form on the splash page"}
+    # The visitor ticks the terms box; the optional OA-messages box only when they want news.
+    chosen = {**terms.fields, "terms": terms.checkboxes["terms"]}
+    if add_friend and "oa_messages" in terms.checkboxes:
+        chosen["oa_messages"] = terms.checkboxes["oa_messages"]
+    page = s.get(urljoin(splash.url, terms.action), params=chosen, timeout=10)  # follows to LINE's authorize page
     steps.append({"authorize": page.url.split("?")[0], "status": page.status_code})
     form = FormParser()
     form.feed(page.text)
@@ -142,7 +153,8 @@ def login(portal_url: str, user_index: int = 0, add_friend: bool = True, cancel:
     done = s.post(urljoin(page.url, form.action), data=data, timeout=20)
     steps.append({"callback": [r.url.split("?")[0] for r in done.history], "final": done.url, "status": done.status_code})
     return {"ok": done.status_code == 200 and 'id="online"' in done.text, "steps": steps,
-            "final_url": done.url, "status": done.status_code, "body": done.text[:1500],
+            "final_url": done.url, "status": done.status_code,
+            "body": done.text[done.text.find("<main>"):][:1500],  # the content, not the inline style
             "user": data.get("sandbox_user")}
 
 

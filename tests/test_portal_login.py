@@ -46,7 +46,7 @@ def portal(tmp_path, sandbox):
 
 
 def start(client) -> str:
-    resp = client.get("/login", headers={"Host": "wifi.dsd.go.th:8080"})
+    resp = client.get("/login?terms=2026-11&lang=en", headers={"Host": "wifi.dsd.go.th:8080"})
     assert resp.status_code == 302
     return resp.headers["Location"]
 

@@ -40,9 +40,11 @@ def journey(out: Path, lang: str, width: int, height: int, user_agent: str | Non
         seen["splash_title"] = page.title()
         seen["overflows"] = page.evaluate("document.documentElement.scrollWidth > window.innerWidth")
         shot("1-splash")
-        consent = page.locator("input[name=consent]")
-        if consent.count():
-            consent.first.check()
+        # The login button must not work before the terms are accepted (HTML `required`).
+        page.click("#login-line")
+        seen["blocked_without_consent"] = page.url == seen["landed"] or page.url.split("?")[0].endswith("/")
+        page.check("#consent")
+        page.check("#oa-messages")
         page.click("#login-line")
         page.wait_for_load_state("load")
         seen["line_page"] = page.url.split("?")[0]
