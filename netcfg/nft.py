@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import nftables
 
-from netcfg.ruleset import AUTHORISED_MAC6_SET, AUTHORISED_SET, FAMILY, TABLE
+from netcfg.ruleset import ACTIVE_SET, AUTHORISED_MAC6_SET, AUTHORISED_SET, DOWN_METER, FAMILY, TABLE, UP_METER
 
 
 class NftError(Exception):
@@ -55,8 +55,8 @@ def surviving_elements() -> list[str]:
     lines = []
     for item in json.loads(proc.stdout).get("nftables", []):
         s = item.get("set")
-        if not s:
-            continue
+        if not s or s["name"] in (UP_METER, DOWN_METER):
+            continue  # rate-limit state is rebuilt by traffic, not carried over
         for entry in s.get("elem", []):
             elem = entry.get("elem") if isinstance(entry, dict) else None
             if not elem or int(elem.get("expires", 0)) <= 0:
@@ -106,12 +106,24 @@ class NftSets:
                 return item["set"].get("elem", [])
         return []
 
+    def _active(self) -> set[tuple[str, str]]:
+        keys = set()
+        for item in self._elements(ACTIVE_SET):
+            elem = item.get("elem", item) if isinstance(item, dict) else item
+            val = elem["val"] if isinstance(elem, dict) and "val" in elem else elem
+            keys.add(tuple(val["concat"]))
+        return keys
+
     def list(self) -> list[Authorisation]:
-        """Every device the kernel lets through now, with the seconds it has left."""
+        """Every device the kernel lets through now, with the seconds it has left. A device
+        whose idle element ran out is not listed: the kernel no longer lets it through."""
         result = []
+        active = self._active()
         for item in self._elements(AUTHORISED_SET):
             elem = item.get("elem", item)
             mac, ip = elem["val"]["concat"]
+            if (mac, ip) not in active:
+                continue
             result.append(Authorisation(mac=mac, ip=ip, timeout=int(elem.get("timeout", 0)),
                                         expires=int(elem.get("expires", 0))))
         return result
@@ -121,30 +133,44 @@ class NftSets:
         (its address may have changed), in one transaction."""
         if seconds <= 0:
             raise ValueError("seconds must be positive")
-        commands = [self._delete(a.mac, a.ip) for a in self.list() if a.mac == mac]
-        commands += [self._delete_mac6(mac)] if self._has_mac6(mac) else []
+        commands = self._removals(mac)
         commands.append({"add": {"element": {"family": FAMILY, "table": TABLE, "name": AUTHORISED_SET,
                                              "elem": [{"elem": {"val": {"concat": [mac, ip]}, "timeout": seconds}}]}}})
         commands.append({"add": {"element": {"family": FAMILY, "table": TABLE, "name": AUTHORISED_MAC6_SET,
                                              "elem": [{"elem": {"val": mac, "timeout": seconds}}]}}})
+        # The idle element takes the set's own timeout (portal.idle_seconds); traffic renews it.
+        commands.append({"add": {"element": {"family": FAMILY, "table": TABLE, "name": ACTIVE_SET,
+                                             "elem": [{"concat": [mac, ip]}]}}})
         self._cmd(commands)
 
     def revoke(self, mac: str) -> list[str]:
         """Remove every element of `mac`; returns the IPv4 addresses it had (empty if none)."""
         found = [a for a in self.list() if a.mac == mac]
-        commands = [self._delete(a.mac, a.ip) for a in found]
-        if self._has_mac6(mac):
-            commands.append(self._delete_mac6(mac))
+        commands = self._removals(mac)
         if commands:
             self._cmd(commands)
         return [a.ip for a in found]
+
+    def _removals(self, mac: str) -> list[dict]:
+        """Delete commands for every element of `mac` in every set, idle ones included."""
+        commands = []
+        for item in self._elements(AUTHORISED_SET):
+            m, ip = item.get("elem", item)["val"]["concat"]
+            if m == mac:
+                commands.append(self._delete(AUTHORISED_SET, m, ip))
+        for m, ip in self._active():
+            if m == mac:
+                commands.append(self._delete(ACTIVE_SET, m, ip))
+        if self._has_mac6(mac):
+            commands.append(self._delete_mac6(mac))
+        return commands
 
     def _has_mac6(self, mac: str) -> bool:
         return any(item.get("elem", item)["val"] == mac for item in self._elements(AUTHORISED_MAC6_SET))
 
     @staticmethod
-    def _delete(mac: str, ip: str) -> dict:
-        return {"delete": {"element": {"family": FAMILY, "table": TABLE, "name": AUTHORISED_SET,
+    def _delete(set_name: str, mac: str, ip: str) -> dict:
+        return {"delete": {"element": {"family": FAMILY, "table": TABLE, "name": set_name,
                                        "elem": [{"concat": [mac, ip]}]}}}
 
     @staticmethod

@@ -52,3 +52,23 @@ def lease_event_command(ctx, args: tuple[str, ...]) -> None:
             fh.write(f"{int(time.time())} {' '.join(args)}\n")
         click.echo(f"ledger write failed, event spooled to {spool}: {exc}", err=True)
         sys.exit(1)
+    if event.event in ("add", "old"):
+        _readmit_returning(cfg, ledger, event.mac, event.ip)
+
+
+def _readmit_returning(cfg, ledger, mac: str, ip: str) -> None:
+    """A device with a recent LINE login is let in again without the portal. The lease is
+    already recorded; a failure here only leaves the device at the portal, so it is reported
+    and the hook still succeeds (dnsmasq must not see the lease event as failed)."""
+    from netcfg.gate import KernelGate
+    from portal.returning import readmit
+    try:
+        if readmit(cfg, ledger, KernelGate(), mac, ip):
+            click.echo(f"returning device {mac} at {ip} let in again", err=True)
+    except Exception as exc:  # noqa: BLE001 - reported, never fatal for the lease record
+        from ledger.records import log_event
+        click.echo(f"returning device {mac}: not let in again: {type(exc).__name__}: {exc}", err=True)
+        try:
+            log_event(ledger, "returning_failed", mac, ip=ip, error=f"{type(exc).__name__}: {exc}"[:300])
+        except Exception:  # noqa: BLE001
+            pass

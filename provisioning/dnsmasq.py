@@ -69,6 +69,9 @@ def render_dnsmasq(cfg: Config, files: DnsmasqFiles, captive_api_url: str | None
         f"dhcp-option=option:dns-server,{lan_ip}",
         f"dhcp-leasefile={files.lease_file}",
         f"dhcp-script={files.lease_hook}",
+        # A renewal is also an event: the ledger sees every lease extension, and a returning
+        # device (portal.returning_days) is let in again when it renews after its session ended.
+        "script-on-renewal",
     ]
     if captive_api_url:
         # RFC 8910: option 114 carries the Captive Portal API URL; force it, some clients never ask.

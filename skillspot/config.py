@@ -77,6 +77,8 @@ class PortalConfig(Section):
     workers: Annotated[int, Field(ge=1, le=16, description="gunicorn worker processes, 1 to 16")] = 2
     tls_cert: Annotated[Path | None, Field(description="PEM certificate for the HTTPS portal (optional)")] = None
     tls_key: Annotated[Path | None, Field(description="PEM private key for tls_cert (optional)")] = None
+    idle_seconds: Annotated[int, Field(ge=30, le=86400, description="a device silent this long drops out (the kernel forgets it; it logs in again), seconds, 30 to 86400")] = 900
+    bandwidth_kbit: Annotated[int, Field(ge=0, le=1_000_000, description="per-device cap in each direction, kbit/s (0: no cap), e.g. 10000 for 10 Mbit/s")] = 0
     returning_days: Annotated[int, Field(ge=0, le=90, description="a device whose LINE login is younger than this many days is let in again on reconnect without the portal (0: never), 0 to 90")] = 7
     max_devices_per_user: Annotated[int, Field(ge=1, le=20, description="devices one LINE user may have online at once; a new one revokes the oldest, 1 to 20")] = 3
     venue_info_url: Annotated[str, Field(default="", pattern=r"^(https://.*)?$", description='an HTTPS page about the venue for RFC 8908 venue-info-url, e.g. "https://www.dsd.go.th"; empty: the portal\'s own /venue page')]

@@ -10,27 +10,31 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from portal.probes import find_probe
+
 INTERNET_BODY = b"Hello from the internet (skillspot simulated office)\n"
 
-# path -> (status, content type, body) as the real probe servers answer
-PROBE_ANSWERS = {
-    "/generate_204": (204, "text/plain", b""),
-    "/gen_204": (204, "text/plain", b""),
-    "/hotspot-detect.html": (200, "text/html", b"<HTML><HEAD><TITLE>Success</TITLE></HEAD><BODY>Success</BODY></HTML>"),
-    "/connecttest.txt": (200, "text/plain", b"Microsoft Connect Test"),
-    "/ncsi.txt": (200, "text/plain", b"Microsoft NCSI"),
-    "/success.txt": (200, "text/plain", b"success\n"),
-    "/canonical.html": (200, "text/html", b'<meta http-equiv="refresh" content="0;url=https://support.mozilla.org/kb/captive-portal"/>'),
-}
+MAX_BYTES = 64 << 20  # /bytes/N: a download for bandwidth checks, bounded
 
 
 class Handler(BaseHTTPRequestHandler):
     server_version = "skillspot-internet/1"
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        status, ctype, body = PROBE_ANSWERS.get(self.path.split("?")[0], (200, "text/plain", INTERNET_BODY))
+        path = self.path.split("?")[0]
+        # Each OS's probe host answers as the real one does (the same table the portal uses).
+        probe = find_probe(self.headers.get("Host", ""), path)
+        if probe is not None:
+            status, ctype, body, extra = probe.status, probe.content_type, probe.body, probe.headers
+        elif path.startswith("/bytes/") and path[7:].isdigit() and int(path[7:]) <= MAX_BYTES:
+            status, ctype, body, extra = 200, "application/octet-stream", bytes(int(path[7:])), ()
+        else:
+            status, ctype, body, extra = 200, "text/plain", INTERNET_BODY, ()
         self.send_response(status)
-        self.send_header("Content-Type", ctype)
+        if ctype:
+            self.send_header("Content-Type", ctype)
+        for name, value in extra:
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

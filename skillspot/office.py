@@ -44,6 +44,8 @@ class Office:
     workdir: Path
     prefix: str = "sk"
     session_seconds: int = 3600
+    portal_settings: dict = field(default_factory=dict)  # more [portal] keys, e.g. {"bandwidth_kbit": 8000}
+    extra_toml: str = ""                                  # more sections, e.g. an [admin] table
     say: Callable[[str], None] = lambda msg: None
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
@@ -191,7 +193,10 @@ class Office:
     def _write_config(self) -> None:
         from skillspot.democerts import make_demo_certs
         certs = make_demo_certs(self.workdir / "tls", PORTAL_HOST, BOX_LAN_IP)
-        self.config_path.write_text(office_config(self.data_dir, self.session_seconds, certs.cert, certs.key))
+        text = office_config(self.data_dir, self.session_seconds, certs.cert, certs.key)
+        extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in self.portal_settings.items())
+        text = text.replace("\n[line]\n", f"{extra}\n[line]\n", 1) + self.extra_toml
+        self.config_path.write_text(text)
         from skillspot.config import load_config
         load_config(self.config_path)  # fail here, clearly, rather than in a daemon
 

@@ -52,10 +52,16 @@ def dhcp(iface: str, timeout: float = 5.0, tries: int = 4) -> dict:
     prefixlen = sum(bin(int(x)).count("1") for x in mask.split("."))
     router = opts["router"] if isinstance(opts["router"], str) else opts["router"][0]
     dns = opts["name_server"] if isinstance(opts["name_server"], str) else opts["name_server"][0]
+    from pyroute2 import NetlinkError
     with IPRoute() as ipr:
         idx = ipr.link_lookup(ifname=iface)[0]
-        ipr.addr("add", index=idx, address=ack["yiaddr"], prefixlen=prefixlen)
-        ipr.route("add", dst="0.0.0.0/0", gateway=router)
+        for op in (lambda: ipr.addr("add", index=idx, address=ack["yiaddr"], prefixlen=prefixlen),
+                   lambda: ipr.route("add", dst="0.0.0.0/0", gateway=router)):
+            try:
+                op()
+            except NetlinkError as exc:
+                if exc.code != 17:  # EEXIST: a renewal of the lease we already hold
+                    raise
     captive = opts.get("captive-portal")
     return {"mac": mac, "ip": ack["yiaddr"], "prefixlen": prefixlen, "router": router, "dns": dns,
             "lease_seconds": opts.get("lease_time"), "server": server,
@@ -77,14 +83,27 @@ def tcp(host: str, port: int, timeout: float = 3.0) -> dict:
     return {"result": result, "seconds": round(time.monotonic() - start, 3)}
 
 
-def get(url: str, follow: bool = False) -> dict:
-    """One HTTP GET, as a browser would send it."""
+def get(url: str, follow: bool = False, user_agent: str | None = None) -> dict:
+    """One HTTP GET, as a browser (or an OS probe, with its User-Agent) would send it."""
     import requests
+    headers = {"User-Agent": user_agent} if user_agent else {}
     try:
-        r = requests.get(url, allow_redirects=follow, timeout=10)
+        r = requests.get(url, allow_redirects=follow, timeout=10, headers=headers)
     except requests.RequestException as exc:
         return {"error": type(exc).__name__, "detail": str(exc)[:300]}
-    return {"status": r.status_code, "location": r.headers.get("Location"), "url": r.url, "body": r.text[:500]}
+    return {"status": r.status_code, "location": r.headers.get("Location"), "url": r.url, "body": r.text[:500],
+            "content_type": r.headers.get("Content-Type"), "cache_control": r.headers.get("Cache-Control")}
+
+
+def download(url: str) -> dict:
+    """Fetch `url` whole; how many bytes arrived and how long it took (for bandwidth caps)."""
+    import requests
+    start = time.monotonic()
+    got = 0
+    with requests.get(url, stream=True, timeout=30) as r:
+        for chunk in r.iter_content(65536):
+            got += len(chunk)
+    return {"status": r.status_code, "bytes": got, "seconds": round(time.monotonic() - start, 3)}
 
 
 class FormParser(HTMLParser):
@@ -122,10 +141,13 @@ class FormParser(HTMLParser):
             self._done = True
 
 
-def login(portal_url: str, user_index: int = 0, add_friend: bool = True, cancel: bool = False) -> dict:
+def login(portal_url: str, user_index: int = 0, add_friend: bool = True, cancel: bool = False,
+          user_agent: str | None = None) -> dict:
     """The visitor's whole path: splash, Login with LINE, the sandbox's login page, back to the portal."""
     import requests
     s = requests.Session()
+    if user_agent:
+        s.headers["User-Agent"] = user_agent
     steps = []
     splash = s.get(portal_url + "/?lang=en", timeout=10)
     steps.append({"splash": splash.status_code, "has_line_button": "Login with LINE" in splash.text})
@@ -165,10 +187,15 @@ def main(argv: list[str]) -> None:
     elif action == "tcp":
         result = tcp(args[0], int(args[1]))
     elif action == "get":
-        result = get(args[0], follow="--follow" in args)
+        ua = next((a.split("=", 1)[1] for a in args if a.startswith("--ua=")), None)
+        result = get(args[0], follow="--follow" in args, user_agent=ua)
+    elif action == "download":
+        result = download(args[0])
     elif action == "login":
-        result = login(args[0], user_index=int(args[1]) if len(args) > 1 else 0,
-                       add_friend="--no-friend" not in args, cancel="--cancel" in args)
+        positional = [a for a in args if not a.startswith("--")]
+        result = login(args[0], user_index=int(positional[1]) if len(positional) > 1 else 0,
+                       add_friend="--no-friend" not in args, cancel="--cancel" in args,
+                       user_agent=next((a.split("=", 1)[1] for a in args if a.startswith("--ua=")), None))
     else:
         raise SystemExit(f"unknown phone action {action!r}")
     json.dump(result, sys.stdout)

@@ -19,7 +19,9 @@ PARAMS = RulesetParams(lan="wlan0", wan="eth0", lan_ip="10.99.0.1", http_port=80
 def test_render_has_the_gate_and_the_garden():
     text = render_ruleset(PARAMS)
     assert "type ether_addr . ipv4_addr" in text and "flags timeout" in text
-    assert "ether saddr . ip saddr @authorised accept" in text
+    assert "ether saddr . ip saddr @authorised ether saddr . ip saddr @active jump let_through" in text
+    assert "update @active { ether saddr . ip saddr }" in text and "timeout 900s" in text
+    assert "up_meter" not in text  # no bandwidth cap unless configured
     assert "ip daddr @walled_garden4 tcp dport { 443 } accept" in text
     assert "tcp dport 80 redirect to :8080" in text
     assert 'oifname "eth0" masquerade' in text
@@ -40,11 +42,21 @@ def test_render_follows_the_config():
     assert "tcp dport { 80, 443 } accept" in text
 
 
+def test_bandwidth_cap_is_a_per_device_meter_each_way():
+    capped = RulesetParams(lan="lan0", wan="wan0", lan_ip="192.0.2.1", http_port=80, https_port=443,
+                           walled_garden_ports=(443,), idle_seconds=120, bandwidth_kbit=8000)
+    text = render_ruleset(capped)
+    assert "update @up_meter { ip saddr limit rate over 1000000 bytes/second burst 1000000 bytes } drop" in text
+    assert ('iifname "wan0" oifname "lan0" update @down_meter { ip daddr limit rate over 1000000 bytes/second '
+            'burst 1000000 bytes } drop') in text
+    assert "timeout 120s" in text
+
+
 SET_SCRIPT = textwrap.dedent("""
     import json, sys
     from netcfg.ruleset import RulesetParams, render_ruleset
     from netcfg.nft import apply_ruleset, NftSets
-    p = RulesetParams("wlan0", "eth0", "10.99.0.1", 8080, 8443, (443,))
+    p = RulesetParams("wlan0", "eth0", "10.99.0.1", 8080, 8443, (443,), int(sys.argv.pop()), 8000)
     action = sys.argv[1]
     s = NftSets()
     if action == "apply":
@@ -64,7 +76,7 @@ def test_ruleset_applies_and_the_set_expires_in_the_kernel(tmp_path):
     script.write_text(SET_SCRIPT)
 
     def run(*args: str) -> str:
-        proc = in_ns(ns, [sys.executable, str(script), *args])
+        proc = in_ns(ns, [sys.executable, str(script), *args, "600"])  # idle limit: 600 s
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
 
@@ -79,7 +91,7 @@ def test_ruleset_applies_and_the_set_expires_in_the_kernel(tmp_path):
         listed = {(a["mac"], a["ip"]) for a in json.loads(run("list"))}
         assert listed == {("aa:bb:cc:dd:ee:01", "10.99.0.51"), ("aa:bb:cc:dd:ee:02", "10.99.0.52")}
         # Re-applying the ruleset carries the live elements over with their time left.
-        assert run("apply").strip() == "4"  # two in each of authorised and authorised_mac6
+        assert run("apply").strip() == "6"  # two in each of authorised, authorised_mac6 and active
         time.sleep(2.5)
         listed = {a["mac"] for a in json.loads(run("list"))}
         assert listed == {"aa:bb:cc:dd:ee:01"}, "the kernel did not expire the 2-second element"
@@ -100,4 +112,26 @@ def test_a_broken_ruleset_is_refused_and_the_old_one_stays(tmp_path):
         proc = in_ns(ns, [sys.executable, str(script)], input=broken)
         assert proc.returncode == 3 and "checking the ruleset failed" in proc.stdout
         still = in_ns(ns, ["nft", "list", "chain", "inet", "skillspot", "clients"])
-        assert still.returncode == 0 and "@authorised accept" in still.stdout
+        assert still.returncode == 0 and "@authorised ether saddr . ip saddr @active jump let_through" in still.stdout
+
+
+@pytest.mark.netns
+def test_an_idle_device_drops_out_while_its_session_runs(tmp_path):
+    script = tmp_path / "sets.py"
+    script.write_text(SET_SCRIPT)
+
+    def run(*args: str) -> str:
+        proc = in_ns(ns, [sys.executable, str(script), *args, "2"])  # idle limit: 2 s
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    with scratch_namespace() as ns:
+        run("apply")
+        run("authorise", "aa:bb:cc:dd:ee:03", "10.99.0.53", "600")
+        assert [a["mac"] for a in json.loads(run("list"))] == ["aa:bb:cc:dd:ee:03"]
+        time.sleep(2.5)  # no packet from the device renews its idle element
+        assert run("list").strip() == "[]", "an idle device is still listed as let through"
+        elements = in_ns(ns, ["nft", "list", "set", "inet", "skillspot", "authorised"]).stdout
+        assert "aa:bb:cc:dd:ee:03" in elements  # the session element itself had time left
+        assert run("revoke", "aa:bb:cc:dd:ee:03").strip() == "[]"  # nothing listed, but cleaned
+        assert "aa:bb:cc:dd:ee:03" not in in_ns(ns, ["nft", "list", "set", "inet", "skillspot", "authorised"]).stdout
