@@ -24,9 +24,11 @@ def render_command(ctx, out: Path) -> None:
         ruleset = render_ruleset(RulesetParams.from_config(cfg.network, cfg.portal))
         (out / "skillspot.nft").write_text(ruleset)
         check_ruleset(ruleset)
-    except (RenderError, NftError) as exc:
+        from provisioning.hostapd import render_hostapd_conf
+        (out / "hostapd.conf").write_text(render_hostapd_conf(cfg.hostapd, cfg.radius))
+    except (RenderError, NftError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"wrote {files.conf}, {files.lease_hook}, {out / 'skillspot.nft'}")
+    click.echo(f"wrote {files.conf}, {files.lease_hook}, {out / 'skillspot.nft'}, {out / 'hostapd.conf'}")
 
 
 @click.command("lease-event", context_settings={"ignore_unknown_options": True})
