@@ -24,11 +24,15 @@ def render_command(ctx, out: Path) -> None:
         ruleset = render_ruleset(RulesetParams.from_config(cfg.network, cfg.portal))
         (out / "skillspot.nft").write_text(ruleset)
         check_ruleset(ruleset)
-        from provisioning.hostapd import render_hostapd_conf
-        (out / "hostapd.conf").write_text(render_hostapd_conf(cfg.hostapd, cfg.radius))
+        written = [files.conf, files.lease_hook, out / "skillspot.nft"]
+        # hostapd needs our RADIUS server; a box without [[radius.clients]] runs no hostapd of ours.
+        if cfg.radius.clients:
+            from provisioning.hostapd import render_hostapd_conf
+            (out / "hostapd.conf").write_text(render_hostapd_conf(cfg.hostapd, cfg.radius))
+            written.append(out / "hostapd.conf")
     except (RenderError, NftError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"wrote {files.conf}, {files.lease_hook}, {out / 'skillspot.nft'}, {out / 'hostapd.conf'}")
+    click.echo("wrote " + ", ".join(str(p) for p in written))
 
 
 @click.command("lease-event", context_settings={"ignore_unknown_options": True})
