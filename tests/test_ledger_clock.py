@@ -3,18 +3,11 @@ from __future__ import annotations
 
 from ledger.clock import ClockHistory, ClockSample, parse_tracking, read_chrony, record_clock
 from ledger.db import open_ledger
+from ledger_clock_util import Clock
 
 SYNCED = "A29FC87B,162.159.200.123,3,1764230400.123456789,0.000012345,-0.000001,0.000020,-12.3,0.001,0.02,0.015,0.001,64.2,Normal\n"
 UNSYNCED = "00000000,,0,0.000000000,0.000000000,0.0,0.0,0.0,0.0,0.0,1.0,1.0,0.0,Not synchronised\n"
 FAR = "A29FC87B,162.159.200.123,3,1764230400.1,0.250000000,0.0,0.0,0.0,0.0,0.0,0.0,0.0,64.2,Normal\n"
-
-
-class Clock:
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
-
-    def __call__(self) -> float:
-        return self.ms / 1000
 
 
 def test_parse_tracking():

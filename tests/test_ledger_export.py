@@ -13,17 +13,10 @@ from ledger.export import export, iso, verify_export
 from ledger.flows import FlowEvent, compact, ip_int, stage
 from ledger.records import LeaseEvent, Login, record_lease, record_login
 from ledger.seal import chain_head, load_or_create_key, verify
+from ledger_clock_util import Clock
 
 T0 = 1_790_000_000_000
 NAME = "สมหญิง \"ทดสอบ\", ภาษาไทย"
-
-
-class Clock:
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
-
-    def __call__(self) -> float:
-        return self.ms / 1000
 
 
 @pytest.fixture

@@ -8,17 +8,10 @@ from ledger.flows import (FLAG_OPEN, LONG_FLOW_MS, FlowEvent, compact, flows_at,
 from ledger.query import sessions, who
 from ledger.records import Login, LeaseEvent, record_lease, record_login, record_logout
 from ledger.segments import Flow, Segment, encode
+from ledger_clock_util import Clock
 
 T0 = 1_790_000_000_000
 PUB = ip_int("203.0.113.1")
-
-
-class Clock:
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
-
-    def __call__(self) -> float:
-        return self.ms / 1000
 
 
 @pytest.fixture

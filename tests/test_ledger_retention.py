@@ -10,16 +10,9 @@ from ledger.flows import FlowEvent, compact, ip_int, stage
 from ledger.records import LeaseEvent, Login, log_event, record_lease, record_login, record_logout
 from ledger.retention import DAY_MS, acknowledge, acknowledged_seal, disk_check, prune
 from ledger.seal import load_or_create_key, seal, verify
+from ledger_clock_util import Clock
 
 T0 = 1_790_000_000_000
-
-
-class Clock:
-    def __init__(self, ms: int) -> None:
-        self.ms = ms
-
-    def __call__(self) -> float:
-        return self.ms / 1000
 
 
 @pytest.fixture
