@@ -1,7 +1,6 @@
 """`skillspot ledger ...`: reading, sealing, verifying, querying and exporting the ledger."""
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import os
@@ -126,7 +125,7 @@ def flowlog(ctx, stats_file, ready_file, batch, flush_seconds) -> None:
                     batch, flush_seconds, cfg.ledger.housekeeping_seconds, cfg.ledger.nat_flows_only, stats_file,
                     ready_file)
     try:
-        stats = asyncio.run(lg.run())
+        stats = lg.run()
     except LedgerError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(stats.__dict__))
