@@ -15,7 +15,7 @@ the kernel's drop counter (messages it could not queue; with reliable delivery t
 them are queued again later, so loss is what was never captured), events/s captured while the
 load ran, and for our ledger the bytes per flow on disk after compaction.
 
-    .venv/bin/python bench/flow_ingest.py [--flows 50000] [--seconds 60]
+    .venv/bin/python bench/flow_ingest.py [--flows 50000] [--seconds 60] [--rcvbuf-mib 64]
 
 Needs root, iproute2, nft, conntrack (apt-get install conntrack). Not a test.
 """
@@ -196,6 +196,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--flows", type=int, default=50_000, help=f"UDP flows to start (at most {MAX_FLOWS})")
     ap.add_argument("--seconds", type=float, default=60, help="stop sending after this long in any case")
+    ap.add_argument("--rcvbuf-mib", type=int, default=64,
+                    help="our logger's netlink buffer (config ledger.netlink_rcvbuf_bytes); small values test redelivery")
     args = ap.parse_args()
     n = max(1, min(args.flows, MAX_FLOWS))
     seconds = max(1.0, min(args.seconds, 300.0))
@@ -206,17 +208,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="skbench-flow-") as tmpname:
         tmp = Path(tmpname)
         try:
-            run(bench, tmp, n, seconds)
+            run(bench, tmp, n, seconds, max(1, args.rcvbuf_mib))
         finally:
             bench.cleanup()
 
 
-def run(bench: Bench, tmp: Path, n: int, seconds: float) -> None:
+def run(bench: Bench, tmp: Path, n: int, seconds: float, rcvbuf_mib: int) -> None:
     bench.build()
     text = (REPO / "examples" / "skillspot.toml").read_text(encoding="utf-8")
     cfg = tmp / "skillspot.toml"
     cfg.write_text(text.replace('data_dir = "/var/lib/skillspot"', f'data_dir = "{tmp}"')
-                   .replace('id = "dsd-bkk-01"', 'id = "skbench-box"'), encoding="utf-8")
+                   .replace('id = "dsd-bkk-01"', 'id = "skbench-box"')
+                   .replace("netlink_rcvbuf_bytes = 67108864", f"netlink_rcvbuf_bytes = {rcvbuf_mib << 20}"),
+                   encoding="utf-8")
     stats_file, ready, srv_ready = tmp / "stats.json", tmp / "ready", tmp / "srv-ready"
     ct_out, ct_err = tmp / "conntrack.txt", tmp / "conntrack.err"
     ports = math.ceil(n / SPORTS)

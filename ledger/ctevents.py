@@ -168,6 +168,8 @@ def split_messages(buf: bytes) -> list[tuple[int, int]]:
             raise MalformedMessage(f"netlink message at byte {pos} claims {length} bytes, datagram has {n - pos}")
         out.append((pos, pos + length))
         pos += (length + 3) & ~3
+    if n - pos >= 4:  # less than 4 left is alignment padding
+        raise MalformedMessage(f"{n - pos} bytes at byte {pos} are too short for a netlink message")
     return out
 
 

@@ -119,6 +119,52 @@ def test_parser_agrees_with_pyroute2_on_real_kernel_events():
     assert translated == {"snat"}
 
 
+# A socket buffer far too small for a burst: the kernel must fail to queue most DESTROY
+# events, count them as drops, and deliver them again later (reliable delivery).
+OVERFLOW = r"""
+import json, socket, subprocess, sys, time
+sys.path.insert(0, sys.argv[1])
+from ledger.ctevents import ConntrackSubscription, parse_message, split_messages
+reliable = sys.argv[2] == "1"
+sub = ConntrackSubscription(4096, reliable=reliable)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 7001))
+for i in range(300):
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.bind(("127.0.0.1", 20000 + i))
+    c.sendto(b"x", ("127.0.0.1", 7001)); c.close()
+subprocess.run(["conntrack", "-F"], capture_output=True)
+kinds, deadline, last = {"new": 0, "destroy": 0}, time.monotonic() + 15, time.monotonic()
+# Redelivery retries about every 100 ms, so 2 s with nothing means nothing more will come.
+while time.monotonic() < deadline and kinds["destroy"] < 300 and time.monotonic() - last < 2:
+    try:
+        got = sub.receive(1000)
+    except OSError:
+        got = []  # ENOBUFS without reliable delivery
+    if got:
+        last = time.monotonic()
+    for d in got:
+        for a, b in split_messages(d):
+            kinds[parse_message(d, a, b, 0, nat_only=False)[0]] += 1
+    time.sleep(0.05)
+print(json.dumps({**kinds, "drops": sub.kernel_drops()}))
+"""
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("reliable", [True, False])
+def test_destroy_events_survive_a_full_buffer_only_with_reliable_delivery(reliable):
+    with scratch_namespace("skct") as ns:
+        assert in_ns(ns, ["ip", "link", "set", "lo", "up"]).returncode == 0
+        assert in_ns(ns, ["nft", "-f", "-"], input=RULES).returncode == 0
+        done = in_ns(ns, [sys.executable, "-c", OVERFLOW, str(REPO), "1" if reliable else "0"], timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["drops"] > 0 and out["new"] < 300  # the buffer really overflowed
+    if reliable:
+        assert out["destroy"] == 300
+    else:
+        assert out["destroy"] < 300  # the control: without it the kernel's drops are final
+
+
 def nla(kind: int, payload: bytes, nested: bool = False) -> bytes:
     body = struct.pack("=HH", 4 + len(payload), kind | (0x8000 if nested else 0)) + payload
     return body + b"\0" * (-len(body) % 4)
@@ -220,3 +266,24 @@ def test_netlink_drops_are_read_by_inode(tmp_path):
     assert read_netlink_drops(476, proc) == 0
     assert read_netlink_drops(5, proc) is None
     assert read_netlink_drops(991, tmp_path / "missing") is None
+
+
+def test_logger_counts_a_malformed_datagram_and_keeps_the_good_ones(tmp_path, capsys):
+    from ledger.db import open_ledger
+    from ledger.flowlog import FlowLogger
+    led = open_ledger(tmp_path / "ledger.sqlite", "skl-box")
+    lg = FlowLogger(led, tmp_path, alert_percent=90)
+    good = message((1 << 8) | 2, NAT_TUPLES + nla(12, struct.pack(">I", 5)))
+    for d in (good, good[:40], message(1 << 8, NAT_TUPLES), b"\x00" * 9, b""):
+        lg.handle(d, now_ms=1000)
+    assert (lg.stats.destroy, lg.stats.new, lg.stats.malformed) == (1, 1, 2)
+    assert "malformed netlink message" in capsys.readouterr().err
+    # A write that fails keeps the events in memory for the next flush instead of dropping them.
+    led.db.conn.execute("CREATE TRIGGER no_staging BEFORE INSERT ON flow_staging BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    lg.flush()
+    assert lg.stats.write_errors == 1 and len(lg.pending) == 2 and "keeping 2 events" in capsys.readouterr().err
+    led.db.conn.execute("DROP TRIGGER no_staging")
+    lg.flush()
+    assert lg.stats.stored == 2 and lg.pending == []
+    assert led.db.conn.execute("SELECT COUNT(*) FROM flow_staging").fetchone()[0] == 2
+    led.close()
