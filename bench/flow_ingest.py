@@ -197,7 +197,7 @@ def main() -> None:
     ap.add_argument("--flows", type=int, default=50_000, help=f"UDP flows to start (at most {MAX_FLOWS})")
     ap.add_argument("--seconds", type=float, default=60, help="stop sending after this long in any case")
     ap.add_argument("--rcvbuf-mib", type=int, default=64,
-                    help="our logger's netlink buffer (config ledger.netlink_rcvbuf_bytes); small values test redelivery")
+                    help="our logger's netlink buffer (ledger.netlink_rcvbuf_bytes); small values test redelivery")
     args = ap.parse_args()
     n = max(1, min(args.flows, MAX_FLOWS))
     seconds = max(1.0, min(args.seconds, 300.0))
@@ -320,8 +320,9 @@ def run(bench: Bench, tmp: Path, n: int, seconds: float, rcvbuf_mib: int) -> Non
     print(f"  ratio ours/conntrack of events captured during the load: "
           f"{(rows[0][5] / max(rows[1][5], 1)):.2f}; of all events captured: {ours_cap / max(ct_cap, 1):.2f}")
     print(f"ours stored {final['stored']:,} events (skipped not-NAT {final['skipped_not_nat']}, write errors "
-          f"{final['write_errors']}, malformed {final['malformed']}, kernel could not queue {final['kernel_drops']:,} "
-          f"messages; DESTROYs among them were redelivered); after compaction: {n_flows:,} flows in the ledger ({comp['segments']} segments, "
+          f"{final['write_errors']}, malformed {final['malformed']}, kernel could not queue "
+          f"{final['kernel_drops']:,} messages; DESTROYs among them were redelivered); after compaction: "
+          f"{n_flows:,} flows in the ledger ({comp['segments']} segments, "
           f"{open_left} rows still staged): {flow_bytes / max(n_flows, 1):.2f} bytes/flow (flow tables and indexes), "
           f"{file_bytes / max(n_flows, 1):.2f} bytes/flow (whole file, {file_bytes:,} bytes)")
 

@@ -30,7 +30,6 @@ NFNLGRP_CONNTRACK_DESTROY = 0x4
 NFNL_SUBSYS_CTNETLINK = 1
 IPCTNL_MSG_CT_NEW = 0
 IPCTNL_MSG_CT_DELETE = 2
-NLMSG_ERROR, NLMSG_DONE = 2, 3
 
 # Attribute numbers from linux/netfilter/nfnetlink_conntrack.h.
 CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_COUNTERS_ORIG, CTA_COUNTERS_REPLY = 1, 2, 9, 10
@@ -116,9 +115,10 @@ def parse_message(buf: bytes, pos: int, end: int, now_ms: int,
     """One conntrack message (buf[pos:end], starting at its nlmsghdr) to (kind, row).
 
     kind is "new", "destroy" or "other" (not conntrack, or not IPv4); row is None when
-    the flow is skipped (no IPv4 tuples, or not translated when nat_only) and otherwise a tuple in ledger.flows.STAGING_COLUMNS
-    order: (ct_id, open, start_ms, end_ms, proto, src_ip, src_port, pub_ip, pub_port,
-    dst_ip, dst_port, bytes_orig, bytes_reply, flags). Raises MalformedMessage.
+    the flow is skipped (no IPv4 tuples, or not translated when nat_only) and otherwise a
+    tuple in ledger.flows.STAGING_COLUMNS order: (ct_id, open, start_ms, end_ms, proto,
+    src_ip, src_port, pub_ip, pub_port, dst_ip, dst_port, bytes_orig, bytes_reply, flags).
+    Raises MalformedMessage.
     """
     if end - pos < _HDR_LEN:
         raise MalformedMessage(f"message at byte {pos} is {end - pos} bytes, shorter than its headers")

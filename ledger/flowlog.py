@@ -173,31 +173,32 @@ class FlowLogger:
         poller.register(sub.fileno(), select.POLLIN)
         next_flush = time.monotonic() + self.flush_seconds
         next_house = time.monotonic()
+        error: OSError | None = None
         try:
-            while not self._stop:
-                poller.poll(max(0.0, next_flush - time.monotonic()) * 1000)
-                self.drain(sub, next_flush)
-                now = time.monotonic()
-                if now >= next_flush:
-                    self.flush()
-                    self.write_stats(sub)
-                    next_flush = now + self.flush_seconds
-                if now >= next_house:
-                    self.housekeeping()
-                    next_house = time.monotonic() + self.housekeeping_seconds
-            # Take what the kernel already queued before closing, so a stop loses nothing.
-            time.sleep(0.2)
-            self.drain(sub, time.monotonic() + 30)
-        except OSError as exc:
+            try:
+                while not self._stop:
+                    poller.poll(max(0.0, next_flush - time.monotonic()) * 1000)
+                    self.drain(sub, next_flush)
+                    now = time.monotonic()
+                    if now >= next_flush:
+                        self.flush()
+                        self.write_stats(sub)
+                        next_flush = now + self.flush_seconds
+                    if now >= next_house:
+                        self.housekeeping()
+                        next_house = time.monotonic() + self.housekeeping_seconds
+                # Take what the kernel already queued before closing, so a stop loses nothing.
+                time.sleep(0.2)
+                self.drain(sub, time.monotonic() + 30)
+            except OSError as exc:
+                error = exc
             self.flush()
             self.write_stats(sub)
-            log_event(self.ledger, "flowlog_error", None, error=str(exc), **asdict(self.stats))
-            raise LedgerError(f"conntrack subscription failed: {exc}") from exc
         finally:
-            self.write_stats(sub)
             sub.close()
-        self.flush()
-        self.write_stats()
+        if error is not None:
+            log_event(self.ledger, "flowlog_error", None, error=str(error), **asdict(self.stats))
+            raise LedgerError(f"conntrack subscription failed: {error}") from error
         log_event(self.ledger, "flowlog_stop", None, **asdict(self.stats))
         return self.stats
 

@@ -279,7 +279,8 @@ def test_logger_counts_a_malformed_datagram_and_keeps_the_good_ones(tmp_path, ca
     assert (lg.stats.destroy, lg.stats.new, lg.stats.malformed) == (1, 1, 2)
     assert "malformed netlink message" in capsys.readouterr().err
     # A write that fails keeps the events in memory for the next flush instead of dropping them.
-    led.db.conn.execute("CREATE TRIGGER no_staging BEFORE INSERT ON flow_staging BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    led.db.conn.execute("CREATE TRIGGER no_staging BEFORE INSERT ON flow_staging "
+                        "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
     lg.flush()
     assert lg.stats.write_errors == 1 and len(lg.pending) == 2 and "keeping 2 events" in capsys.readouterr().err
     led.db.conn.execute("DROP TRIGGER no_staging")
