@@ -7,7 +7,7 @@ setup(
     description="Captive portal, RADIUS hook, firewall and traffic-data ledger for DSD public WiFi",
     python_requires=">=3.11",
     packages=find_packages(include=[
-        "skillspot", "skillspot.*", "portal", "portal.*", "radius", "radius.*",
+        "base", "base.*", "skillspot", "skillspot.*", "simoffice", "simoffice.*", "portal", "portal.*", "radius", "radius.*",
         "netcfg", "netcfg.*", "provisioning", "provisioning.*", "ledger", "ledger.*",
         "lineapi", "lineapi.*",
     ]),

@@ -21,7 +21,7 @@ import jwt
 import requests
 
 from lineapi import endpoints
-from skillspot.config import LineConfig
+from base.config import LineConfig
 
 SCOPE = "openid profile"
 # LINE's clock and ours may differ by a little; more would let stale tokens through.

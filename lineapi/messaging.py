@@ -14,7 +14,7 @@ from linebot.v3.messaging import (ApiClient, ApiException, Configuration, Messag
                                   PushMessageRequest, TextMessage)
 
 from lineapi.client import LineError
-from skillspot.config import LineConfig
+from base.config import LineConfig
 
 MAX_ATTEMPTS = 3
 BACKOFF_SECONDS = (0.5, 2.0)  # waits before the 2nd and 3rd attempts

@@ -50,7 +50,7 @@ def list_clients() -> None:
 def authorise(mac: str, ip: str, seconds: int) -> None:
     """Let MAC at IP through for SECONDS."""
     from netcfg.gate import KernelGate
-    from skillspot.addr import normalise_mac
+    from base.addr import normalise_mac
     KernelGate().authorise(normalise_mac(mac), ip, seconds)
 
 
@@ -59,5 +59,5 @@ def authorise(mac: str, ip: str, seconds: int) -> None:
 def revoke(mac: str) -> None:
     """Shut MAC out now."""
     from netcfg.gate import KernelGate
-    from skillspot.addr import normalise_mac
+    from base.addr import normalise_mac
     click.echo(" ".join(KernelGate().revoke(normalise_mac(mac))) or "not authorised")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from skillspot.config import NetworkConfig, PortalConfig
+from base.config import NetworkConfig, PortalConfig
 
 TABLE = "skillspot"
 FAMILY = "inet"

@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from portal.services import PortalServices
 from portal.urls import captive_api_url
-from skillspot.config import Config
+from base.config import Config
 
 __all__ = ["create_app", "build_services", "captive_api_url", "terms_templates"]
 

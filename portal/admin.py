@@ -23,7 +23,7 @@ from portal.clients import client_ip
 from portal.context import config, services
 from portal.sessions import end_session
 from portal.urls import safe_next
-from skillspot.addr import normalise_mac
+from base.addr import normalise_mac
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 from gunicorn.app.base import BaseApplication
 
-from skillspot.config import Config
+from base.config import Config
 
 
 class PortalServer(BaseApplication):

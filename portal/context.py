@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import current_app
 
 from portal.services import PortalServices
-from skillspot.config import Config
+from base.config import Config
 
 
 def config() -> Config:

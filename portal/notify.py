@@ -12,7 +12,7 @@ from ledger.db import Ledger
 from ledger.records import log_event
 from lineapi.client import LineError
 from lineapi.messaging import push_text
-from skillspot.config import LineConfig
+from base.config import LineConfig
 
 log = logging.getLogger(__name__)
 

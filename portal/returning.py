@@ -15,8 +15,8 @@ from ledger.db import Ledger
 from ledger.records import Login, log_event
 from netcfg.gate import Gate
 from portal.sessions import admit
-from skillspot.addr import normalise_mac
-from skillspot.config import Config
+from base.addr import normalise_mac
+from base.config import Config
 
 # Logouts after which a device must log in with LINE again: someone decided to shut it out.
 BLOCKING_REASONS = ("admin_revoke", "device_limit")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from skillspot.config import Config
+from base.config import Config
 
 
 def https_base_url(config: Config) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from netcfg.ruleset import FAMILY, TABLE, WALLED_GARDEN4_SET, WALLED_GARDEN6_SET
-from skillspot.config import Config
+from base.config import Config
 
 
 class RenderError(Exception):

@@ -6,7 +6,7 @@ import re
 
 import jinja2
 
-from skillspot.config import HostapdConfig, RadiusConfig
+from base.config import HostapdConfig, RadiusConfig
 
 # One hostapd.conf line is KEY=VALUE up to the newline: a value with a control character
 # could smuggle in another key.

@@ -5,7 +5,7 @@ import os
 from collections.abc import Mapping
 
 from ledger.records import LeaseEvent
-from skillspot.addr import normalise_mac
+from base.addr import normalise_mac
 
 
 def lease_event_from_dnsmasq(args: list[str], env: Mapping[str, str], now_ms: int) -> LeaseEvent:

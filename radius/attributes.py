@@ -6,7 +6,7 @@ from importlib import resources
 
 from pyrad.dictionary import Dictionary
 
-from skillspot.addr import normalise_mac
+from base.addr import normalise_mac
 
 # RFC 2865 section 3: a RADIUS packet is at most 4096 octets.
 MAX_PACKET = 4096

@@ -52,7 +52,7 @@ def radius_command(click_ctx: click.Context, verbose: bool) -> None:
 @click.pass_obj
 def disconnect_command(ctx, mac: str, acct_session_id: str | None) -> None:
     """Send a Disconnect-Request for station MAC to hostapd and record the answer."""
-    from skillspot.addr import normalise_mac
+    from base.addr import normalise_mac
     cfg = ctx.config
     try:
         mac = normalise_mac(mac)

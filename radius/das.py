@@ -9,7 +9,7 @@ from pyrad import packet as rp
 from pyrad.client import Client, Timeout
 
 from radius.attributes import hostapd_station_id, load_dictionary
-from skillspot.config import RadiusConfig
+from base.config import RadiusConfig
 
 # RFC 5176 section 3.5 Error-Cause values hostapd uses, for readable details.
 ERROR_CAUSES = {401: "Unsupported Attribute", 403: "NAS Identification Mismatch", 404: "Invalid Request",

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from skillspot.addr import normalise_mac
-from skillspot.config import RadiusConfig
+from base.addr import normalise_mac
+from base.config import RadiusConfig
 
 
 @dataclass(frozen=True)

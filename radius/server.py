@@ -27,8 +27,8 @@ from ledger import accounting as acc
 from ledger.db import Ledger, LedgerError
 from radius.attributes import MAX_PACKET, load_dictionary
 from radius.policy import MacPolicy
-from skillspot.addr import normalise_mac
-from skillspot.config import RadiusConfig
+from base.addr import normalise_mac
+from base.config import RadiusConfig
 
 log = logging.getLogger("skillspot.radius")
 

@@ -1,1 +1,1 @@
-"""Skillspot: the `skillspot` command, configuration loading and the simulated office."""
+"""Skillspot: the `skillspot` command. It only loads the configuration and dispatches to the packages."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from skillspot.config import Config, ConfigError, load_config
+from base.config import Config, ConfigError, load_config
 
 DEFAULT_CONFIG = "/etc/skillspot/skillspot.toml"
 
@@ -22,7 +22,7 @@ PACKAGE_COMMANDS = [
     ("lineapi.cli", "line_sandbox_command"),
     ("provisioning.cli", "render_command"),
     ("provisioning.cli", "lease_event_command"),
-    ("skillspot.demo", "demo_command"),
+    ("simoffice.demo", "demo_command"),
     ("radius.cli", "radius_command"),
 ]
 

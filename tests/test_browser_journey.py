@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from skillspot.office import PORTAL_HOST, Office
+from simoffice.office import PORTAL_HOST, Office
 
 pytestmark = [pytest.mark.netns, pytest.mark.browser]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
@@ -22,7 +22,7 @@ ANDROID_CHROME = ("Mozilla/5.0 (Linux; Android 13; CPH2477) AppleWebKit/537.36 (
 def office(tmp_path_factory):
     if not Path("/usr/bin/chromium").exists():
         pytest.fail("Debian's chromium is not installed (apt-get install chromium fonts-thai-tlwg)")
-    with Office(workdir=tmp_path_factory.mktemp("browser-office"), prefix="skb") as o:
+    with Office(workdir=tmp_path_factory.mktemp("browser-office")) as o:
         o.lease = o.phone_dhcp()
         yield o
 

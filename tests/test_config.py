@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from skillspot.config import ConfigError, load_config
+from base.config import ConfigError, load_config
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "skillspot.toml"
 

@@ -12,7 +12,7 @@ from ledger.db import open_ledger
 from ledger.records import rows
 from provisioning.dnsmasq import check_dnsmasq, render_dnsmasq, write_dnsmasq, RenderError
 from provisioning.leases import lease_event_from_dnsmasq
-from skillspot.config import load_config
+from base.config import load_config
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "skillspot.toml"
 

@@ -14,7 +14,7 @@ from lineapi.client import (IdClaims, LineError, LineLogin, Profile, TokenSet, c
                             new_token)
 from lineapi.sandbox import SandboxUser
 from lineapi.testing import FakeClock, login_as, running_sandbox
-from skillspot.config import LineConfig
+from base.config import LineConfig
 
 CHANNEL_ID = "2000000001"
 SECRET = "0123456789abcdef0123456789abcdef"

@@ -10,7 +10,7 @@ from lineapi.client import LineError
 from lineapi.messaging import MAX_ATTEMPTS, push_text
 from lineapi.sandbox import SandboxUser
 from lineapi.testing import running_sandbox
-from skillspot.config import LineConfig
+from base.config import LineConfig
 
 CHANNEL_ID = "2000000001"
 SECRET = "0123456789abcdef0123456789abcdef"

@@ -20,7 +20,7 @@ from lineapi import endpoints
 from lineapi.client import LineLogin, new_pkce, new_token
 from lineapi.sandbox import SandboxUser, create_sandbox_app
 from lineapi.testing import FakeClock, LoginForm, login_as, running_sandbox
-from skillspot.config import LineConfig
+from base.config import LineConfig
 
 CHANNEL_ID = "2000000001"
 SECRET = "0123456789abcdef0123456789abcdef"

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from skillspot.office import PORTAL_HOST, WEB_IP, Office
+from simoffice.office import PORTAL_HOST, WEB_IP, Office
 
 pytestmark = pytest.mark.netns
 PORTAL = f"http://{PORTAL_HOST}:8080"
@@ -15,7 +15,7 @@ PORTAL = f"http://{PORTAL_HOST}:8080"
 
 @pytest.fixture(scope="module")
 def office(tmp_path_factory):
-    with Office(workdir=tmp_path_factory.mktemp("office"), prefix="skt") as o:
+    with Office(workdir=tmp_path_factory.mktemp("office")) as o:
         yield o
 
 

@@ -15,7 +15,7 @@ from netcfg.gate import MemoryGate
 from portal import create_app
 from portal.attempts import AttemptStore
 from portal.services import PortalServices
-from skillspot.config import load_config
+from base.config import load_config
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "skillspot.toml"
 PHONE_IP, PHONE_MAC = "10.99.0.60", "02:00:00:00:00:60"

@@ -13,7 +13,7 @@ import pytest
 from werkzeug.security import generate_password_hash
 
 from portal.probes import PROBES
-from skillspot.office import LINE_IP, PORTAL_HOST, WEB_IP, Office
+from simoffice.office import LINE_IP, PORTAL_HOST, WEB_IP, Office
 
 pytestmark = pytest.mark.netns
 PORTAL = f"http://{PORTAL_HOST}:8080"
@@ -29,7 +29,7 @@ IOS_SAFARI = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKi
 @pytest.fixture(scope="module")
 def office(tmp_path_factory):
     admin = f'\n[admin]\nusers = {{ somsak = "{generate_password_hash(ADMIN_PASSWORD)}" }}\n'
-    with Office(workdir=tmp_path_factory.mktemp("portal-office"), prefix="skp",
+    with Office(workdir=tmp_path_factory.mktemp("portal-office"),
                 portal_settings={"bandwidth_kbit": CAP_KBIT, "returning_days": 7}, extra_toml=admin) as o:
         o.lease = o.phone_dhcp()
         yield o

@@ -22,7 +22,7 @@ import pytest
 from ledger import accounting as acc
 from ledger.db import open_ledger
 from provisioning.hostapd import render_hostapd_conf
-from skillspot.config import load_config
+from base.config import load_config
 
 pytestmark = [pytest.mark.netns,
               pytest.mark.skipif(not (shutil.which("hostapd") and shutil.which("wpa_supplicant")),

@@ -13,7 +13,7 @@ from provisioning.hostapd import render_hostapd_conf
 from radius.das import DisconnectResult, disconnect
 from radius.policy import MacPolicy
 from skillspot.cli import main
-from skillspot.config import HostapdConfig, RadiusConfig
+from base.config import HostapdConfig, RadiusConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -166,6 +166,6 @@ def test_cli_disconnect_refuses_a_bad_mac(tmp_path):
 
 
 def test_example_config_has_valid_radius_and_hostapd_sections():
-    from skillspot.config import load_config
+    from base.config import load_config
     cfg = load_config(REPO / "examples" / "skillspot.toml")
     assert "macaddr_acl=2" in render_hostapd_conf(cfg.hostapd, cfg.radius)

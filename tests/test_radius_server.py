@@ -19,7 +19,7 @@ from ledger.db import open_ledger
 from radius.attributes import load_dictionary
 from radius.hostapd_shapes import accounting_request, mac_acl_request, radclient_text
 from radius.server import RadiusServer
-from skillspot.config import RadiusConfig
+from base.config import RadiusConfig
 
 SECRET = "testing-secret-123"
 NAS_ID = "skr-ap1"

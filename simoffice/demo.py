@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from skillspot.office import PORTAL_HOST, WEB_IP, Office, OfficeError
+from simoffice.office import PORTAL_HOST, WEB_IP, Office, OfficeError
 
 
 class DemoFailed(Exception):

@@ -1,6 +1,6 @@
 """The simulated internet's one web server: answers every host, including the OS probes.
 
-Run inside the internet namespace: `python -m skillspot.internet ADDRESS PORT [PORT...]`.
+Run inside the internet namespace: `python -m simoffice.internet ADDRESS PORT [PORT...]`.
 It answers each connectivity probe the way the real host does, so a phone that got through
 the box sees exactly what it would see online.
 """

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -42,7 +43,9 @@ class Office:
     """The three namespaces and every process in them; a context manager that always cleans up."""
 
     workdir: Path
-    prefix: str = "sk"
+    # A name of this run's own for every namespace and interface, so two demos and the test
+    # suite can run on one host at once. Short: interface names are "PREFIXp0" (15 chars max).
+    prefix: str = field(default_factory=lambda: "s" + secrets.token_hex(3))
     session_seconds: int = 3600
     portal_settings: dict = field(default_factory=dict)  # more [portal] keys, e.g. {"bandwidth_kbit": 8000}
     extra_toml: str = ""                                  # more sections, e.g. an [admin] table
@@ -90,13 +93,28 @@ class Office:
         for tool in ("ip", "nft", "dnsmasq"):
             if shutil.which(tool) is None:
                 raise OfficeError(f"{tool} is not installed; on Debian: apt-get install nftables dnsmasq-base iproute2")
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.close_namespaces()  # leftovers of a run that was killed hard
-        self._build_links()
-        self._write_config()
-        self._start_internet()
-        self._start_box()
+        if not 1 <= len(self.prefix) <= 11 or not self.prefix.isalnum():
+            raise OfficeError(f"office prefix {self.prefix!r} must be 1 to 11 letters or digits (interface names "
+                              "are limited to 15 characters)")
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.close_namespaces()  # leftovers of an earlier run with this prefix that was killed hard
+            self._build_links()
+            self._write_config()
+            self._start_internet()
+            self._start_box()
+        except OfficeError:
+            raise
+        except subprocess.CalledProcessError as exc:
+            detail = (exc.stderr or b"").decode(errors="replace").strip() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+            raise OfficeError(f"building the office failed at `{' '.join(map(str, exc.cmd))}`: {detail or exc}. "
+                              "Fix: run as root on a host with iproute2, nftables and dnsmasq-base; "
+                              "`ip netns list` shows leftovers to delete") from None
+        except Exception as exc:  # noqa: BLE001 - one line for the user, never a traceback
+            raise OfficeError(f"building the office failed: {type(exc).__name__}: {exc}. Fix: run as root; "
+                              f"`ip netns list` shows leftover namespaces (ours start with {self.prefix[:1]}); "
+                              f"logs are in {self.workdir}") from None
 
     def close(self) -> None:
         """Stop every process we started and remove the namespaces; safe to call twice."""
@@ -191,13 +209,13 @@ class Office:
         return self.workdir / "tls" / "demo-ca.pem"
 
     def _write_config(self) -> None:
-        from skillspot.democerts import make_demo_certs
+        from simoffice.democerts import make_demo_certs
         certs = make_demo_certs(self.workdir / "tls", PORTAL_HOST, BOX_LAN_IP)
         text = office_config(self.data_dir, self.session_seconds, certs.cert, certs.key)
         extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in self.portal_settings.items())
         text = text.replace("\n[line]\n", f"{extra}\n[line]\n", 1) + self.extra_toml
         self.config_path.write_text(text)
-        from skillspot.config import load_config
+        from base.config import load_config
         load_config(self.config_path)  # fail here, clearly, rather than in a daemon
 
     # -- processes ----------------------------------------------------------------
@@ -244,7 +262,7 @@ class Office:
             "--pid-file", f"--listen-address={INET_GW_IP}", "--bind-interfaces",
             # LINE's hosts go to the sandbox, every other name to the one web server.
             f"--address=/line.me/{LINE_IP}", f"--address=/line-scdn.net/{LINE_IP}", f"--address=/#/{WEB_IP}"])
-        self.spawn("internet-web", self.inet_ns, [sys.executable, "-m", "skillspot.internet", WEB_IP, "80", "443"])
+        self.spawn("internet-web", self.inet_ns, [sys.executable, "-m", "simoffice.internet", WEB_IP, "80", "443"])
         self.spawn("line-sandbox", self.inet_ns, self.skillspot("line-sandbox", "--host", LINE_IP, "--port", "80"))
         self.wait_tcp(self.inet_ns, INET_GW_IP, 53, "internet-dns")
         self.wait_tcp(self.inet_ns, WEB_IP, 80, "internet-web")
@@ -266,9 +284,9 @@ class Office:
     # -- the phone --------------------------------------------------------------------
 
     def phone(self, *args: str, timeout: float = 60) -> dict:
-        """Run one phone action (skillspot.phone) inside the phone namespace; its JSON result."""
+        """Run one phone action (simoffice.phone) inside the phone namespace; its JSON result."""
         proc = self.run_in(self.phone_ns, ["env", f"REQUESTS_CA_BUNDLE={self.ca_cert}", sys.executable, "-m",
-                                           "skillspot.phone", *args], timeout=timeout, check=False)
+                                           "simoffice.phone", *args], timeout=timeout, check=False)
         if proc.returncode != 0:
             raise OfficeError(f"phone {' '.join(args)} failed: {proc.stderr.strip()[-800:]}")
         return json.loads(proc.stdout)

@@ -1,4 +1,4 @@
-"""What the simulated phone does, run inside its namespace: `python -m skillspot.phone ACTION ...`.
+"""What the simulated phone does, run inside its namespace: `python -m simoffice.phone ACTION ...`.
 
 Each action prints one JSON object. DHCP is done with scapy (a real DHCP exchange on the
 wire, DISCOVER/OFFER/REQUEST/ACK) and the address is configured with pyroute2; HTTP is a real
