@@ -1,0 +1,135 @@
+"""Portal pages against devices online, and HTTPS against HTTP, in the simulated office.
+
+    sudo .venv/bin/python bench/portal_pages.py [--seconds 5] [--rounds 2] [--devices 10000]
+
+A phone held at the portal (it has a lease but never logged in) runs Debian's wrk (2 threads,
+32 connections) against the box's portal for each of:
+
+    splash     GET http://portal/                 (the sign-in page)
+    probe      GET http://<any host>/hotspot-detect.html, Host: captive.apple.com
+               (the firewall sends it to the portal, which answers the redirect)
+    api-http   GET http://portal:8080/api/captive (RFC 8908 handler over HTTP)
+    api-https  GET https://portal:8443/api/captive (the same handler over HTTPS; wrk opens its
+               connections through the TLS handshake inside the measured time)
+
+with 0 devices online and with --devices online (devices let in the way the box lets them in),
+interleaved round by round, best round reported. Prints requests/s and the ratios the issue
+asks for: each page at N devices over the same at 0, and api-https over api-http.
+Everything runs in this run's namespaces and is removed at the end. Not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from simoffice.office import BOX_LAN_IP, PORTAL_HOST, WEB_IP, Office  # noqa: E402
+
+PAGES = {
+    "splash": (f"http://{BOX_LAN_IP}:8080/", PORTAL_HOST, 200),
+    "probe": (f"http://{WEB_IP}/hotspot-detect.html", "captive.apple.com", 302),
+    "api-http": (f"http://{BOX_LAN_IP}:8080/api/captive", PORTAL_HOST, 200),
+    "api-https": (f"https://{BOX_LAN_IP}:8443/api/captive", PORTAL_HOST, 200),
+}
+
+
+def wrk(office: Office, url: str, host: str, seconds: int) -> tuple[float, str]:
+    """Requests/s of good answers from the held phone, and a note of errors if any."""
+    proc = office.run_in(office.phone_ns, ["wrk", "-t2", "-c32", f"-d{seconds}s", "--timeout", "5s",
+                                           "-H", f"Host: {host}", url], timeout=seconds + 60, check=False)
+    out = proc.stdout
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if proc.returncode != 0 or m is None:
+        raise SystemExit(f"wrk {url} failed: {proc.stderr.strip() or out}")
+    notes = []
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if bad:
+        notes.append(f"{bad.group(1)} non-2xx/3xx")
+    errs = re.search(r"Socket errors: (.*)", out)
+    if errs:
+        notes.append("socket errors: " + errs.group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    good = total - (int(bad.group(1)) if bad else 0)
+    return float(m.group(1)) * good / max(total, 1), "; ".join(notes)
+
+
+def status_of(office: Office, url: str, host: str) -> int:
+    code = ("import sys, requests\n"
+            f"r = requests.get({url!r}, headers={{'Host': {host!r}}}, allow_redirects=False, verify=False, timeout=10)\n"
+            "print(r.status_code)\n")
+    return int(office.run_in(office.phone_ns, [sys.executable, "-W", "ignore", "-c", code]).stdout)
+
+
+def device_keys(n: int) -> list[str]:
+    return [f"02:fa:00:{(i >> 16) & 255:02x}:{(i >> 8) & 255:02x}:{i & 255:02x} . "
+            f"10.{100 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}" for i in range(n)]
+
+
+def set_online(office: Office, keys: list[str], online: bool) -> None:
+    """Let `keys` in (or out again) the way the box does: authorised + active, one nft batch."""
+    verb = "add" if online else "delete"
+    tail = " timeout 3600s" if online else ""
+    with tempfile.NamedTemporaryFile("w", suffix=".nft", delete=False) as fh:
+        fh.write(f"{verb} element inet skillspot authorised {{ " + ", ".join(k + tail for k in keys) + " }\n")
+        fh.write(f"{verb} element inet skillspot active {{ " + ", ".join(keys) + " }\n")
+        path = fh.name
+    try:
+        office.run_in(office.box_ns, ["nft", "-f", path], timeout=120)
+    finally:
+        Path(path).unlink()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=int, default=5, help="length of each wrk run (1 to 30)")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds (1 to 5)")
+    ap.add_argument("--devices", type=int, default=10_000, help="devices online in the loaded phase")
+    args = ap.parse_args()
+    if not (1 <= args.seconds <= 30 and 1 <= args.rounds <= 5 and 1 <= args.devices <= 250_000):
+        raise SystemExit("--seconds 1..30, --rounds 1..5, --devices 1..250000")
+    keys = device_keys(args.devices)
+    with tempfile.TemporaryDirectory(prefix="skbench-pages-") as tmp, Office(workdir=Path(tmp)) as office:
+        office.phone_dhcp()  # held: a lease, never a login
+        for name, (url, host, want) in PAGES.items():
+            got = status_of(office, url, host)
+            if got != want:
+                raise SystemExit(f"{name}: {url} answered {got}, expected {want}")
+        print(f"portal pages bench, office {office.prefix}: wrk -t2 -c32, {args.seconds} s per run, "
+              f"{args.rounds} interleaved rounds, best round reported")
+        best: dict[tuple[str, int], float] = {}
+        notes: dict[tuple[str, int], str] = {}
+        for r in range(args.rounds):
+            for online in ((0, args.devices) if r % 2 == 0 else (args.devices, 0)):
+                if online:
+                    set_online(office, keys, True)
+                for name, (url, host, _) in PAGES.items():
+                    rps, note = wrk(office, url, host, args.seconds)
+                    print(f"  round {r + 1} {online:>6,} online  {name:9s} {rps:8.1f} req/s {note}", flush=True)
+                    if rps > best.get((name, online), -1):
+                        best[(name, online)] = rps
+                    if note:
+                        notes[(name, online)] = note
+                if online:
+                    set_online(office, keys, False)
+        n = args.devices
+        print(f"\n| page | 0 online req/s | {n:,} online req/s | ratio {n:,}/0 |")
+        print("|---|---:|---:|---:|")
+        for name in PAGES:
+            print(f"| {name} | {best[(name, 0)]:,.0f} | {best[(name, n)]:,.0f} | "
+                  f"{best[(name, n)] / max(best[(name, 0)], 1e-9):.2f} |")
+        for online in (0, n):
+            print(f"api-https / api-http at {online:,} online: "
+                  f"{best[('api-https', online)] / max(best[('api-http', online)], 1e-9):.2f}")
+        for key, note in notes.items():
+            print(f"note: {key[0]} at {key[1]:,} online: {note}")
+
+
+if __name__ == "__main__":
+    main()
