@@ -90,9 +90,9 @@ def warm(office: Office) -> None:
     """A few requests on each port, so every worker has built its app, as on a box in use."""
     code = ("import requests\n"
             "for i in range(20):\n"
-            f"    requests.get('http://{BOX_LAN_IP}:8080/', headers={{'Host': '{PORTAL_HOST}'}}, timeout=10)\n"
-            f"    requests.get('https://{BOX_LAN_IP}:8443/api/captive', verify=False, timeout=10)\n")
-    office.run_in(office.phone_ns, [sys.executable, "-W", "ignore", "-c", code], timeout=120)
+            f"    requests.get('http://{BOX_LAN_IP}:8080/', headers={{'Host': '{PORTAL_HOST}'}}, timeout=60)\n"
+            f"    requests.get('https://{BOX_LAN_IP}:8443/api/captive', verify=False, timeout=60)\n")
+    office.run_in(office.phone_ns, [sys.executable, "-W", "ignore", "-c", code], timeout=240)
 
 
 def under_load(office: Office, seconds: int) -> dict[str, int]:

@@ -39,7 +39,12 @@ def test_the_recent_window_stays_well_inside_the_idle_limit():
     assert recent_window_ms(30) == 3_000
     assert recent_window_ms(2) == 200  # tests use tiny idle limits: still many refreshes per limit
     text = render_ruleset(PARAMS)
-    assert "ether saddr . ip saddr @recent accept" in text
+    # The fast path is the chain's first rule, and only for packets from the LAN.
+    first = text[text.index("chain clients {"):].splitlines()[2].strip()
+    assert first == 'iifname "lan0" ether saddr . ip saddr @recent accept'
+    capped = render_ruleset(RulesetParams(lan="lan0", wan="wan0", lan_ip=LAN_IP, http_port=8080, https_port=8443,
+                                          walled_garden_ports=(443,), bandwidth_kbit=8000))
+    assert 'iifname "lan0" ether saddr . ip saddr @recent goto metered' in capped  # still metered
     assert "update @recent { ether saddr . ip saddr }" in text and "timeout 10000ms" in text
 
 
