@@ -9,7 +9,7 @@ on the box (dnsmasq, and whatever else the office runs there) the same:
 
     before   the portal as it was when issue 20 was filed: two gunicorn instances (HTTP and
              HTTPS) of sync workers, `portal.workers` each, every worker importing on its own
-    project  `skillspot portal` as it is now (portal/cli.py)
+    project  `skillspot portal` as it is now (portal/cli.py): one gunicorn for both ports
 
 Prints each process's PSS, the totals and the ratio project/before; the goal is < 200 MB
 idle and < 260 MB under load. Everything runs in this run's namespaces. Not a test.
@@ -46,6 +46,7 @@ class PortalServer(BaseApplication):
         for k, v in self._options.items():
             self.cfg.set(k, v)
     def load(self):
+        import lineapi.messaging  # portal.notify imported line-bot-sdk at start then
         from portal import build_services, create_app
         return create_app(config, build_services(config))
 PortalServer().run()
@@ -149,7 +150,7 @@ def main() -> None:
         print(f"footprint bench, office {office.prefix}: PSS of every process in the box namespace")
         for setup in ("project", "before"):
             if setup == "before":
-                stop(office, "portal", "portal-tls")
+                stop(office, *[n for n in ("portal", "portal-tls") if n in office.procs])
                 for tls in ("plain", "tls"):
                     office.spawn(f"before-{tls}", office.box_ns,
                                  [sys.executable, "-c", BEFORE_SERVER, str(office.config_path), tls])

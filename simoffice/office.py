@@ -275,11 +275,10 @@ class Office:
         self.spawn("box-dnsmasq", self.box_ns, [
             "dnsmasq", "--keep-in-foreground", "--log-facility=-", "--log-dhcp", "--pid-file",
             f"--conf-file={self.workdir / 'etc' / 'dnsmasq.conf'}"])
-        self.spawn("portal", self.box_ns, self.skillspot("portal"))
-        self.spawn("portal-tls", self.box_ns, self.skillspot("portal", "--tls"))
+        self.spawn("portal", self.box_ns, self.skillspot("portal"))  # HTTP and HTTPS, one server
         self.wait_tcp(self.box_ns, BOX_LAN_IP, 53, "box-dnsmasq")
         self.wait_tcp(self.box_ns, BOX_LAN_IP, 8080, "portal")
-        self.wait_tcp(self.box_ns, BOX_LAN_IP, 8443, "portal-tls")
+        self.wait_tcp(self.box_ns, BOX_LAN_IP, 8443, "portal")
 
     # -- the phone --------------------------------------------------------------------
 
