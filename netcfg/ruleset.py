@@ -20,10 +20,10 @@ DOWN_METER = "down_meter"
 WALLED_GARDEN4_SET = "walled_garden4"  # filled by dnsmasq (nftset=) from DNS answers
 WALLED_GARDEN6_SET = "walled_garden6"
 WALLED_GARDEN_TTL = "1h"
-# Every per-device set holds this many elements. Without an explicit size the kernel caps a
-# set at 65,535 and letting one more device in fails ("Too many open files in system").
-# Hash sets with timeouts allocate per element, so a large cap costs nothing until used.
-DEVICE_SET_SIZE = 262_144
+# Without an explicit size the kernel caps a set at 65,535 elements and the next login fails
+# ("Too many open files in system"). Elements are allocated as they are added, so a large cap
+# costs nothing until it is used.
+SET_SIZE = 1_048_576
 WALLED_GARDEN_SET_SIZE = 65_536  # addresses of the LINE login hosts, not devices
 # Longest a forwarded packet may ride on an earlier check (see the `recent` set); it is also the
 # longest a device's `active` element goes without a refresh while the device is sending.
@@ -74,7 +74,7 @@ def render_ruleset(p: RulesetParams) -> str:
         meters = "".join(f"""
     set {name} {{
         type ipv4_addr
-        size {DEVICE_SET_SIZE}
+        size {SET_SIZE}
         flags dynamic,timeout
         timeout 1m
     }}""" for name in (UP_METER, DOWN_METER))
@@ -97,14 +97,14 @@ table {FAMILY} {TABLE} {{
     # session on time even when every skillspot process is down.
     set {AUTHORISED_SET} {{
         type ether_addr . ipv4_addr
-        size {DEVICE_SET_SIZE}
+        size {SET_SIZE}
         flags timeout
     }}
     # Refreshed by every packet a let-in device sends; an element that runs out means the
     # device was idle too long, and it is treated as logged out (here and in the portal).
     set {ACTIVE_SET} {{
         type ether_addr . ipv4_addr
-        size {DEVICE_SET_SIZE}
+        size {SET_SIZE}
         flags dynamic,timeout
         timeout {p.idle_seconds}s
     }}
@@ -115,13 +115,13 @@ table {FAMILY} {TABLE} {{
     # timeout gets at most this window more.
     set {RECENT_SET} {{
         type ether_addr . ipv4_addr
-        size {DEVICE_SET_SIZE}
+        size {SET_SIZE}
         flags dynamic,timeout
         timeout {recent_window_ms(p.idle_seconds)}ms
     }}
     set {AUTHORISED_MAC6_SET} {{
         type ether_addr
-        size {DEVICE_SET_SIZE}
+        size {SET_SIZE}
         flags timeout
     }}
     # The LINE login hosts, filled by dnsmasq as it resolves them: no IP list kept by hand.

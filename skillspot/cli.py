@@ -22,6 +22,8 @@ DEFAULT_CONFIG = "/etc/skillspot/skillspot.toml"
 PACKAGE_COMMANDS = {
     "ledger": ("ledger.cli", "ledger_group", "Read, verify and export the traffic-data ledger."),
     "nft": ("netcfg.cli", "nft_group", "The nftables firewall."),
+    "gate": ("netcfg.cli", "gate_command",
+             "Run the gate: the only process that changes the firewall's sets (needs CAP_NET_ADMIN)."),
     "portal": ("portal.cli", "portal_command", "Run the captive portal under gunicorn."),
     "line-sandbox": ("lineapi.cli", "line_sandbox_command",
                      "Serve a local stand-in for LINE Login and the Messaging API (tests and demos only)."),

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from netcfg.fastpath import recent_removals
-from netcfg.ruleset import DEVICE_SET_SIZE, RulesetParams, recent_window_ms, render_ruleset
+from netcfg.ruleset import SET_SIZE, RulesetParams, recent_window_ms, render_ruleset
 from netns_util import in_ns, scratch_namespace
 
 PHONE_MAC, PHONE_IP, LAN_IP, WAN_IP, INET_IP = "02:fc:00:00:00:02", "10.78.0.2", "10.78.0.1", "198.51.100.2", "198.51.100.1"
@@ -26,11 +26,11 @@ UDP_PORT = 40777
 def test_every_per_device_set_is_sized_for_250k_devices():
     text = render_ruleset(RulesetParams(lan="l", wan="w", lan_ip="192.0.2.1", http_port=80, https_port=443,
                                         walled_garden_ports=(443,), bandwidth_kbit=8000))
-    assert DEVICE_SET_SIZE >= 250_000
+    assert SET_SIZE >= 250_000
     for name in ("authorised", "active", "recent", "authorised_mac6", "up_meter", "down_meter"):
         block = text[text.index(f"set {name} {{"):]
         block = block[:block.index("}")]
-        assert f"size {DEVICE_SET_SIZE}" in block, name
+        assert f"size {SET_SIZE}" in block, name
     assert text.count("size ") == 8  # and the two walled-garden sets have a size of their own
 
 

@@ -10,7 +10,6 @@ import textwrap
 
 import pytest
 
-from netcfg.ruleset import RulesetParams, render_ruleset
 from netns_util import in_ns, scratch_namespace
 from portal.cli import server_options
 from simoffice.democerts import make_demo_certs
@@ -85,13 +84,15 @@ def test_one_server_answers_http_and_https_with_keep_alive(tmp_path):
     certs = make_demo_certs(tmp_path / "tls", PORTAL_HOST, "10.99.0.1")
     (tmp_path / "data").mkdir()
     config = tmp_path / "skillspot.toml"
-    config.write_text(office_config(tmp_path / "data", 3600, certs.cert, certs.key))
+    sock = tmp_path / "gate.sock"
+    config.write_text(office_config(tmp_path / "data", 3600, certs.cert, certs.key, sock)
+                      .replace('socket_group = "skillspot-gate"', 'socket_group = ""'))
     with scratch_namespace() as ns:
         assert in_ns(ns, ["ip", "link", "set", "lo", "up"]).returncode == 0
-        params = RulesetParams(lan="lan0", wan="wan0", lan_ip="10.99.0.1", http_port=HTTP_PORT,
-                               https_port=HTTPS_PORT, walled_garden_ports=(443,))
-        assert in_ns(ns, ["nft", "-f", "-"], input=render_ruleset(params)).returncode == 0  # the gate's sets
         log = open(tmp_path / "portal.log", "wb")
+        # The portal asks the gate who is let in: run the real one beside it.
+        gate = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "skillspot.cli", "--config",
+                                 str(config), "gate"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         server = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", SERVER, str(config)],
                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -99,12 +100,13 @@ def test_one_server_answers_http_and_https_with_keep_alive(tmp_path):
             assert got.returncode == 0, got.stderr[-2000:] + (tmp_path / "portal.log").read_text()[-2000:]
             out = json.loads(got.stdout)
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            for proc in (server, gate):
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
             log.close()
     assert out["http"] == [200, True]
     assert out["https"] == [200, 200, 200] and out["kept_alive"] is True
