@@ -12,7 +12,7 @@ A phone held at the portal (it has a lease but never logged in) runs Debian's wr
     api-https  GET https://portal:8443/api/captive (the same handler over HTTPS; wrk opens its
                connections through the TLS handshake inside the measured time)
 
-with 0 devices online and with --devices online (devices let in the way the box lets them in),
+with 0 devices online and with --devices online (ledger logins + kernel elements + the gate),
 interleaved round by round, best round reported. Prints requests/s and the ratios the issue
 asks for: each page at N devices over the same at 0, and api-https over api-http.
 Everything runs in this run's namespaces and is removed at the end. Not a test.
@@ -31,6 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from simoffice.office import BOX_LAN_IP, PORTAL_HOST, WEB_IP, Office  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+from login_scale import add_devices, fake  # noqa: E402
 
 PAGES = {
     "splash": (f"http://{BOX_LAN_IP}:8080/", PORTAL_HOST, 200),
@@ -67,23 +70,47 @@ def status_of(office: Office, url: str, host: str) -> int:
     return int(office.run_in(office.phone_ns, [sys.executable, "-W", "ignore", "-c", code]).stdout)
 
 
-def device_keys(n: int) -> list[str]:
-    return [f"02:fa:00:{(i >> 16) & 255:02x}:{(i >> 8) & 255:02x}:{i & 255:02x} . "
-            f"10.{100 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}" for i in range(n)]
+def devices(n: int) -> list[tuple[str, str]]:
+    return [fake(i) for i in range(n)]
 
 
-def set_online(office: Office, keys: list[str], online: bool) -> None:
-    """Let `keys` in (or out again) the way the box does: authorised + active, one nft batch."""
-    verb = "add" if online else "delete"
-    tail = " timeout 3600s" if online else ""
+def let_in(office: Office, devs: list[tuple[str, str]]) -> float:
+    """Make the devices online as a box holds them after logins: live login rows in the ledger,
+    elements in the kernel's sets, the gate's index rebuilt (bench/login_scale.py does the
+    same). Logging 10,000 devices in one by one would only time the login path."""
+    t0 = time.monotonic()
+    add_devices(office, 0, len(devs))
+    return time.monotonic() - t0
+
+
+def let_out(office: Office, devs: list[tuple[str, str]]) -> float:
+    """Back to no device online: stop the gate, delete the devices' elements in one nft batch,
+    start the gate again (it rebuilds its index from the kernel and closes the logins it no
+    longer holds). Ten thousand revocations one by one would take minutes; this is the same
+    end state. Seconds taken."""
+    import os
+    import signal as sig
+    t0 = time.monotonic()
+    gate = office.procs.pop("gate")
+    os.killpg(gate.pid, sig.SIGTERM)
+    gate.wait(timeout=30)
+    keys = [f"{m} . {ip}" for m, ip in devs]
     with tempfile.NamedTemporaryFile("w", suffix=".nft", delete=False) as fh:
-        fh.write(f"{verb} element inet skillspot authorised {{ " + ", ".join(k + tail for k in keys) + " }\n")
-        fh.write(f"{verb} element inet skillspot active {{ " + ", ".join(keys) + " }\n")
+        fh.write("delete element inet skillspot authorised { " + ", ".join(keys) + " }\n")
+        fh.write("delete element inet skillspot active { " + ", ".join(keys) + " }\n")
+        fh.write("delete element inet skillspot authorised_mac6 { " + ", ".join(m for m, _ in devs) + " }\n")
         path = fh.name
     try:
         office.run_in(office.box_ns, ["nft", "-f", path], timeout=120)
     finally:
         Path(path).unlink()
+    office.start_gate()
+    return time.monotonic() - t0
+
+
+def online_now(office: Office) -> int:
+    from netcfg.gateclient import GateClient
+    return int(GateClient(office.gate_socket, timeout=30).health()["devices"])
 
 
 def main() -> None:
@@ -94,7 +121,7 @@ def main() -> None:
     args = ap.parse_args()
     if not (1 <= args.seconds <= 30 and 1 <= args.rounds <= 5 and 1 <= args.devices <= 250_000):
         raise SystemExit("--seconds 1..30, --rounds 1..5, --devices 1..250000")
-    keys = device_keys(args.devices)
+    devs = devices(args.devices)
     with tempfile.TemporaryDirectory(prefix="skbench-pages-") as tmp, Office(workdir=Path(tmp)) as office:
         office.phone_dhcp()  # held: a lease, never a login
         for name, (url, host, want) in PAGES.items():
@@ -107,8 +134,14 @@ def main() -> None:
         notes: dict[tuple[str, int], str] = {}
         for r in range(args.rounds):
             for online in ((0, args.devices) if r % 2 == 0 else (args.devices, 0)):
-                if online:
-                    set_online(office, keys, True)
+                if online and online_now(office) == 0:
+                    took = let_in(office, devs)
+                    print(f"  {online:,} devices made online in {took:.1f} s", flush=True)
+                elif not online and online_now(office) > 0:
+                    took = let_out(office, devs)
+                    print(f"  back to 0 online in {took:.1f} s", flush=True)
+                if online_now(office) != online:
+                    raise SystemExit(f"the gate reports {online_now(office)} devices online, wanted {online}")
                 for name, (url, host, _) in PAGES.items():
                     rps, note = wrk(office, url, host, args.seconds)
                     print(f"  round {r + 1} {online:>6,} online  {name:9s} {rps:8.1f} req/s {note}", flush=True)
@@ -116,8 +149,6 @@ def main() -> None:
                         best[(name, online)] = rps
                     if note:
                         notes[(name, online)] = note
-                if online:
-                    set_online(office, keys, False)
         n = args.devices
         print(f"\n| page | 0 online req/s | {n:,} online req/s | ratio {n:,}/0 |")
         print("|---|---:|---:|---:|")
