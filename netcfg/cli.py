@@ -129,7 +129,13 @@ def gate_command(ctx, verbose: bool) -> None:
         ledger = open_ledger(cfg.ledger_path, cfg.box.id)
         sweeper = Sweeper(build_sessions(cfg, ledger, gate=service), service, reader.active_keys)
         report = sweeper.sweep()
-        server = GateServer(cfg.gate.socket, service, mode=int(cfg.gate.socket_mode, 8), group=cfg.gate.socket_group)
+        # The dnsmasq lease hook is a small client of the gate (provisioning/leasehook.py): the
+        # lease is recorded here, where the ledger and the session layer are already loaded.
+        from functools import partial
+
+        from provisioning.leasehook import serve_lease
+        server = GateServer(cfg.gate.socket, service, mode=int(cfg.gate.socket_mode, 8), group=cfg.gate.socket_group,
+                            handlers={"lease": partial(serve_lease, cfg, service)})
     except (NftError, LedgerError, GateError, OSError) as exc:
         raise click.ClickException(f"the gate cannot start: {exc}") from None
     stop = threading.Event()

@@ -214,9 +214,12 @@ def _seconds(seconds) -> int:
 
 # -- the socket -------------------------------------------------------------------------
 
-def dispatch(service: GateService, request: dict) -> object:
-    """Run one decoded request against the service; raises GateError for a bad one."""
+def dispatch(service: GateService, request: dict, handlers: dict | None = None) -> object:
+    """Run one decoded request against the service (or one of the extra `handlers`, op -> callable
+    taking the request, that the process composing the gate added); GateError for a bad one."""
     op = request.get("op")
+    if handlers and op in handlers:
+        return handlers[op](request)
     if op == "authorise":
         return service.authorise(request.get("mac"), request.get("ip"), request.get("seconds"))
     if op == "revoke":
@@ -245,7 +248,7 @@ class _Handler(socketserver.StreamRequestHandler):
                 request = json.loads(line)
                 if not isinstance(request, dict):
                     raise GateError("a request is a JSON object")
-                answer = {"ok": True, "result": dispatch(service, request)}
+                answer = {"ok": True, "result": dispatch(service, request, getattr(self.server, "handlers", None))}
             except json.JSONDecodeError as exc:
                 answer = {"ok": False, "error": f"not JSON: {exc}"}
             except GateError as exc:
@@ -271,8 +274,10 @@ class GateServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     # full: at 32 concurrent page loads a quarter of the answers were 503 "gate unavailable".
     request_queue_size = 256
 
-    def __init__(self, path: Path, service: GateService, mode: int = 0o660, group: str = "") -> None:
+    def __init__(self, path: Path, service: GateService, mode: int = 0o660, group: str = "",
+                 handlers: dict | None = None) -> None:
         self.service = service
+        self.handlers = dict(handlers or {})
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(path)
