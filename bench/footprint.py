@@ -1,6 +1,7 @@
 """Memory of the box: proportional set size (PSS, /proc/PID/smaps_rollup) of every long-running
 process in the simulated office's box namespace, idle and under the portal load of
-bench/portal_pages.py (wrk, 32 connections, splash page, from a held phone).
+bench/portal_pages.py (wrk, 32 connections, splash page, from a held phone), with --devices
+online (ledger logins and kernel elements, indexed by the gate, as bench/login_scale.py makes them).
 
     sudo .venv/bin/python bench/footprint.py [--seconds 8]
 
@@ -27,6 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from simoffice.office import BOX_LAN_IP, PORTAL_HOST, Office  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+from login_scale import add_devices  # noqa: E402
 
 # The portal server of main at 2fa11f6, verbatim in what matters: sync workers, no preloading.
 BEFORE_SERVER = """
@@ -141,13 +145,16 @@ def stop(office: Office, *names: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=int, default=8, help="length of the load (3 to 60)")
+    ap.add_argument("--devices", type=int, default=10_000, help="devices online throughout (0 to 250000)")
     args = ap.parse_args()
-    if not 3 <= args.seconds <= 60:
-        raise SystemExit("--seconds 3..60")
+    if not 3 <= args.seconds <= 60 or not 0 <= args.devices <= 250_000:
+        raise SystemExit("--seconds 3..60, --devices 0..250000")
     results = {}
     with tempfile.TemporaryDirectory(prefix="skbench-footprint-") as tmp, Office(workdir=Path(tmp)) as office:
         office.phone_dhcp()
-        print(f"footprint bench, office {office.prefix}: PSS of every process in the box namespace")
+        add_devices(office, 0, args.devices)  # ledger logins + kernel elements; the gate indexes them
+        print(f"footprint bench, office {office.prefix}: PSS of every process in the box namespace, "
+              f"{args.devices:,} devices online")
         for setup in ("project", "before"):
             if setup == "before":
                 stop(office, *[n for n in ("portal", "portal-tls") if n in office.procs])
