@@ -48,6 +48,8 @@ class NetworkConfig(Section):
         "line.me", "line-scdn.net", "line-apps.com", "lin.ee", "line-cdn.net"]
     walled_garden_ports: Annotated[list[Annotated[int, Field(ge=1, le=65535)]],
                                    Field(description="TCP ports open to walled-garden addresses, e.g. [443]")] = [443]
+    unauthorised_dns_queries_per_second: Annotated[int, Field(ge=1, le=50, description="DNS queries a second a device not yet logged in may send after its burst (the DNS-tunnel bound), 1 to 50")] = 2
+    unauthorised_dns_burst: Annotated[int, Field(ge=10, le=1000, description="DNS queries a device not yet logged in may send at once before the per-second limit applies, 10 to 1000")] = 80
 
     @model_validator(mode="after")
     def _range_inside_lan(self) -> "NetworkConfig":
