@@ -7,9 +7,11 @@ key, the value that was given and what to write instead.
 from __future__ import annotations
 
 import ipaddress
+import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -246,3 +248,78 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: not valid TOML: {exc}. Fix: correct the syntax at that line "
                           "(strings need quotes, tables look like [section])") from None
     return parse_config(data, str(path))
+
+
+# -- secrets: placeholders and weak values ------------------------------------------------
+
+# The override for the demo and the tests, whose configs carry public, made-up secrets. Never
+# set it on a real box: with it, anyone who has read the example can forge portal sessions
+# (portal.secret_key) or talk RADIUS to the box (radius.clients secret).
+ALLOW_EXAMPLE_SECRETS_ENV = "SKILLSPOT_ALLOW_EXAMPLE_SECRETS"
+
+# The secret values of examples/skillspot.toml, and words that mark a value as not yet chosen.
+EXAMPLE_SECRETS = frozenset({
+    "change-me-to-32-or-more-random-characters!!",
+    "0123456789abcdef0123456789abcdef",
+    "radius-secret-change-me",
+    "das-secret-change-me",
+})
+PLACEHOLDER_WORDS = ("change-me", "changeme", "change_me", "placeholder", "example", "demo-only", "0123456789")
+RADIUS_SECRET_MIN = 16  # RFC 2865 s.3 asks for at least 16 octets
+
+
+@dataclass(frozen=True)
+class SecretProblem:
+    """One weak secret: its key, whether it is a published placeholder, and what to do."""
+
+    key: str
+    placeholder: bool
+    message: str
+
+
+def _secrets(cfg: Config) -> list[tuple[str, str, int]]:
+    """(key, value, recommended minimum length) for every secret in the configuration."""
+    found = [("portal.secret_key", cfg.portal.secret_key, 32),
+             ("line.channel_secret", cfg.line.channel_secret, 32)]
+    if cfg.line.messaging_access_token:
+        found.append(("line.messaging_access_token", cfg.line.messaging_access_token, 32))
+    if cfg.radius.das_secret:
+        found.append(("radius.das_secret", cfg.radius.das_secret, RADIUS_SECRET_MIN))
+    for i, client in enumerate(cfg.radius.clients):
+        found.append((f"radius.clients[{i}].secret", client.secret, RADIUS_SECRET_MIN))
+    return found
+
+
+def secret_problems(cfg: Config) -> list[SecretProblem]:
+    """Secrets that are the example's placeholders, look made up, or are short."""
+    problems = []
+    for key, value, minimum in _secrets(cfg):
+        lowered = value.lower()
+        if value in EXAMPLE_SECRETS or any(word in lowered for word in PLACEHOLDER_WORDS):
+            fix = ("copy the channel secret from the LINE Developers console" if key == "line.channel_secret"
+                   else "replace it with your own, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
+            problems.append(SecretProblem(key, True, f"[{key}] is a placeholder (a value published in the "
+                                          f"example or marked as one). Fix: {fix}"))
+        elif len(value) < minimum:
+            problems.append(SecretProblem(key, False, f"[{key}] is only {len(value)} characters. Fix: use at least "
+                                          f"{minimum} random characters"))
+        elif len(set(value)) < 8:
+            problems.append(SecretProblem(key, False, f"[{key}] uses only {len(set(value))} different characters: "
+                                          "easy to guess. Fix: use random characters"))
+    return problems
+
+
+def refuse_placeholder_secrets(cfg: Config, service: str, environ: Mapping[str, str] | None = None) -> None:
+    """Raise ConfigError if a secret is a published placeholder, unless the demo/test override
+    (SKILLSPOT_ALLOW_EXAMPLE_SECRETS=1) is set in the environment."""
+    env = os.environ if environ is None else environ
+    if env.get(ALLOW_EXAMPLE_SECRETS_ENV) == "1":
+        return
+    bad = [p for p in secret_problems(cfg) if p.placeholder]
+    if bad:
+        lines = [f"skillspot {service} will not start: the configuration still has placeholder secrets "
+                 "that anyone who has read the example knows:"]
+        lines += [f"  {p.message}" for p in bad]
+        lines.append(f"  (The demo and the tests set {ALLOW_EXAMPLE_SECRETS_ENV}=1 to run with made-up secrets; "
+                     "never on a real box.)")
+        raise ConfigError("\n".join(lines))
