@@ -50,6 +50,8 @@ class NetworkConfig(Section):
         "line.me", "line-scdn.net", "line-apps.com", "lin.ee", "line-cdn.net"]
     walled_garden_ports: Annotated[list[Annotated[int, Field(ge=1, le=65535)]],
                                    Field(description="TCP ports open to walled-garden addresses, e.g. [443]")] = [443]
+    ipv6: Annotated[Literal["off", "on"], Field(description='"off": nothing IPv6 is forwarded for anyone and the box sends no router advertisements; "on": the box advertises ipv6_prefix and forwards IPv6 from logged-in devices inside it')] = "off"
+    ipv6_prefix: Annotated[ipaddress.IPv6Network | None, Field(description='the /64 the box advertises on the LAN when ipv6 = "on" (routed to the box by the uplink), e.g. "2001:db8:10:1::/64"; the box takes its ::1')] = None
     unauthorised_dns_queries_per_second: Annotated[int, Field(ge=1, le=50, description="DNS queries a second a device not yet logged in may send after its burst (the DNS-tunnel bound), 1 to 50")] = 2
     unauthorised_dns_burst: Annotated[int, Field(ge=10, le=1000, description="DNS queries a device not yet logged in may send at once before the per-second limit applies, 10 to 1000")] = 80
 
@@ -66,7 +68,29 @@ class NetworkConfig(Section):
             raise ValueError(f"dhcp_range contains the box's own address {self.lan_address.ip}; fix: start the range after it")
         if self.lan_interface == self.wan_interface:
             raise ValueError("lan_interface and wan_interface are the same; fix: name two different interfaces")
+        if self.ipv6 == "on":
+            prefix = self.ipv6_prefix
+            if prefix is None:
+                raise ValueError('ipv6 = "on" needs ipv6_prefix; fix: set the /64 your uplink routes to the box, '
+                                 'e.g. ipv6_prefix = "2001:db8:10:1::/64", or set ipv6 = "off"')
+            if prefix.prefixlen != 64:
+                raise ValueError(f"ipv6_prefix {prefix} is a /{prefix.prefixlen}; fix: use a /64 (phones form "
+                                 "their addresses by SLAAC, which needs exactly 64 bits)")
+            if not prefix.is_global and not prefix.subnet_of(ipaddress.IPv6Network("2001:db8::/32")) \
+                    and not prefix.subnet_of(ipaddress.IPv6Network("fc00::/7")):
+                raise ValueError(f"ipv6_prefix {prefix} is not a global or unique-local prefix; fix: use the /64 "
+                                 "your uplink routes to the box")
+        elif self.ipv6_prefix is not None:
+            raise ValueError('ipv6_prefix is set but ipv6 = "off", so it would be ignored; fix: set ipv6 = "on" '
+                             "or remove ipv6_prefix")
         return self
+
+    @property
+    def lan_address6(self) -> ipaddress.IPv6Interface | None:
+        """The box's own address in ipv6_prefix (its ::1), when IPv6 is on."""
+        if self.ipv6 != "on" or self.ipv6_prefix is None:
+            return None
+        return ipaddress.IPv6Interface(f"{self.ipv6_prefix.network_address + 1}/64")
 
 
 class PortalConfig(Section):
