@@ -25,6 +25,10 @@ DNS_METER = "dns_meter"                # per-device DNS query budget of devices 
 DNS_UNAUTH_MARK = 0x10
 DNS_MAX_QUERY_BYTES = 512              # DNS payload; every stub resolver's query fits
 DNS_MAX_ANSWER_BYTES = 512             # classic DNS over UDP; what a portal visit resolves fits
+# Without an explicit size the kernel caps a set at 65,535 elements and the next login fails
+# ("Too many open files in system"). Elements are allocated as they are added, so a large cap
+# costs nothing until it is used.
+SET_SIZE = 1_048_576
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ def render_ruleset(p: RulesetParams) -> str:
         meters = "".join(f"""
     set {name} {{
         type ipv4_addr
+        size {SET_SIZE}
         flags dynamic,timeout
         timeout 1m
     }}""" for name in (UP_METER, DOWN_METER))
@@ -83,17 +88,20 @@ table {FAMILY} {TABLE} {{
     # session on time even when every skillspot process is down.
     set {AUTHORISED_SET} {{
         type ether_addr . ipv4_addr
+        size {SET_SIZE}
         flags timeout
     }}
     # Refreshed by every packet a let-in device sends; an element that runs out means the
     # device was idle too long, and it is treated as logged out (here and in the portal).
     set {ACTIVE_SET} {{
         type ether_addr . ipv4_addr
+        size {SET_SIZE}
         flags dynamic,timeout
         timeout {p.idle_seconds}s
     }}
     set {AUTHORISED_MAC6_SET} {{
         type ether_addr
+        size {SET_SIZE}
         flags timeout
     }}
     # The LINE login hosts, filled by dnsmasq as it resolves them: no IP list kept by hand.
