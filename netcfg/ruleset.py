@@ -121,6 +121,7 @@ table {FAMILY} {TABLE} {{
         type ether_addr
         flags dynamic,timeout
         timeout 1m
+        size {SET_SIZE}
     }}{meters}
 
     # Plain HTTP from a device not yet let in lands on the portal, whatever host it asked for:

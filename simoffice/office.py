@@ -278,7 +278,8 @@ class Office:
     def start_gate(self) -> subprocess.Popen:
         """Start `skillspot gate` in the box (it applies the ruleset and reconciles) and wait
         until it answers on its socket."""
-        proc = self.spawn("gate", self.box_ns, self.skillspot("gate"))
+        # The office's secrets are published in this file: only the demo override lets them start.
+        proc = self.spawn("gate", self.box_ns, self.skillspot("gate"), env={ALLOW_EXAMPLE_SECRETS_ENV: "1"})
         self.wait_gate()
         return proc
 

@@ -70,3 +70,24 @@ def test_skillspot_portal_refuses_the_example_as_shipped(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["-c", str(path), "portal", "--bind", "127.0.0.1:1"])
     assert result.exit_code == 1, result.output
     assert "will not start" in result.output and "[portal.secret_key]" in result.output
+
+
+@pytest.mark.parametrize("command", [["radius"], ["gate"]])
+def test_radius_and_gate_refuse_the_example_as_shipped(tmp_path, monkeypatch, command):
+    monkeypatch.delenv(ALLOW_EXAMPLE_SECRETS_ENV, raising=False)
+    path = tmp_path / "c.toml"
+    path.write_text(EXAMPLE.read_text(encoding="utf-8").replace("/var/lib/skillspot", str(tmp_path / "data")))
+    result = CliRunner().invoke(main, ["-c", str(path), *command])
+    assert result.exit_code == 1, result.output
+    assert f"skillspot {command[0]} will not start" in result.output
+    assert "[radius.clients[0].secret]" in result.output
+
+
+def test_config_check_warns_but_passes(tmp_path):
+    result = CliRunner().invoke(main, ["config", "check", str(EXAMPLE)])  # output: stdout and stderr
+    assert result.exit_code == 0
+    assert "warning: [portal.secret_key] is a placeholder" in result.output
+    own = tmp_path / "own.toml"
+    own.write_text(config_text(), encoding="utf-8")
+    clean = CliRunner().invoke(main, ["config", "check", str(own)])
+    assert clean.exit_code == 0 and "warning" not in clean.output and "OK" in clean.output
