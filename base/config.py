@@ -128,7 +128,7 @@ class AdminConfig(Section):
                           Annotated[str, Field(pattern=r"^(scrypt|pbkdf2):")]],
                      Field(description='admin names and password hashes, e.g. {somsak = "scrypt:..."}; make a hash with: skillspot admin hash-password')] = {}
     networks: Annotated[list[ipaddress.IPv4Network],
-                        Field(description='source networks the admin page answers, e.g. ["127.0.0.0/8", "192.168.1.0/24"]; empty: any source (a password is still required)')] = []
+                        Field(description='management networks the admin pages answer (over HTTPS only), e.g. ["192.168.1.0/24"]; never the visitor LAN; empty: the box itself only (reach it with ssh -L)')] = []
     session_minutes: Annotated[int, Field(ge=5, le=720, description="an admin login lasts this many minutes, 5 to 720")] = 60
 
 
@@ -225,6 +225,16 @@ class Config(Section):
     ledger: LedgerConfig = LedgerConfig()
     gate: GateConfig = GateConfig()
     central: CentralConfig = CentralConfig()
+
+    @model_validator(mode="after")
+    def _admin_not_on_the_visitor_lan(self) -> "Config":
+        visitors = self.network.lan_address.network
+        for net in self.admin.networks:
+            if net.overlaps(visitors):
+                raise ValueError(f"admin.networks contains {net}, which overlaps the visitor LAN {visitors}: anyone "
+                                 "on the open WiFi could reach the admin login; fix: list only management "
+                                 "networks, or leave it empty (the box itself only, e.g. over ssh -L)")
+        return self
 
     @property
     def ledger_path(self) -> Path:

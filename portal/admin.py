@@ -2,8 +2,15 @@
 
 No default password: admins are named in the config's [admin] users table with password
 hashes (`skillspot admin hash-password`); with none configured the page refuses everyone and
-says how to add one. Every POST carries a CSRF token kept in the session. With
-[admin] networks set, only those source networks reach the page at all.
+says how to add one. Every POST carries a CSRF token kept in the session.
+
+The visitor LAN is an open WiFi: anyone on it can read plain HTTP. So the admin pages answer
+only over HTTPS, and only to [admin] networks (none of which may overlap the visitor LAN; an
+empty list means the box itself only, e.g. through `ssh -L`). The admin session is a cookie of
+its own (Secure, HttpOnly, SameSite=Strict, path /admin), apart from the visitors' session
+cookie, which must stay Lax and work over HTTP for the LINE callback. Failed logins are slowed
+per source and per name (portal/throttle.py), and every admin action is a ledger event
+carrying the admin's name.
 """
 from __future__ import annotations
 
@@ -14,7 +21,9 @@ import shutil
 import time
 from pathlib import Path
 
-from flask import Blueprint, abort, redirect, render_template, request, session, url_for
+from flask import Blueprint, Flask, abort, current_app, has_request_context, redirect, render_template, request, \
+    session, url_for
+from flask.sessions import SecureCookieSessionInterface
 from flask_babel import gettext as _
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -22,10 +31,79 @@ from ledger.records import active_logins, log_event
 from netcfg.gate import GateError
 from portal.clients import client_ip
 from portal.context import config, services
+from portal.throttle import LoginThrottle
 from portal.urls import safe_next
 from base.addr import normalise_mac
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+ADMIN_COOKIE = "skillspot_admin"
+THROTTLE_KEY = "skillspot_admin_throttle"
+
+
+class AdminAwareSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, but under /admin a separate cookie: Secure, HttpOnly,
+    SameSite=Strict, path /admin, signed with a salt of its own (a visitor's session cookie can
+    never be replayed as an admin's, nor the reverse)."""
+
+    @staticmethod
+    def _admin() -> bool:
+        return has_request_context() and (request.path == "/admin" or request.path.startswith("/admin/"))
+
+    def get_cookie_name(self, app: Flask) -> str:
+        return ADMIN_COOKIE if self._admin() else super().get_cookie_name(app)
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return True if self._admin() else super().get_cookie_secure(app)
+
+    def get_cookie_samesite(self, app: Flask) -> str | None:
+        return "Strict" if self._admin() else super().get_cookie_samesite(app)
+
+    def get_cookie_httponly(self, app: Flask) -> bool:
+        return True if self._admin() else super().get_cookie_httponly(app)
+
+    def get_cookie_path(self, app: Flask) -> str:
+        return "/admin" if self._admin() else super().get_cookie_path(app)
+
+    def get_signing_serializer(self, app: Flask):
+        if not self._admin():
+            return super().get_signing_serializer(app)
+        original = self.salt
+        try:
+            self.salt = "skillspot-admin-session"
+            return super().get_signing_serializer(app)
+        finally:
+            self.salt = original
+
+
+@bp.record_once
+def _install(state) -> None:
+    """Give the app the admin-aware session cookie and the shared failed-login store."""
+    app = state.app
+    app.session_interface = AdminAwareSessionInterface()
+    cfg = app.config["SKILLSPOT"]
+    app.extensions[THROTTLE_KEY] = LoginThrottle(cfg.box.data_dir / "admin-throttle.sqlite")
+
+
+def _throttle() -> LoginThrottle:
+    return current_app.extensions[THROTTLE_KEY]
+
+
+def from_management_network(ip: str) -> bool:
+    """Whether `ip` may reach the admin pages: inside [admin] networks, or, with none
+    configured, the box itself (loopback or its own LAN address)."""
+    cfg = config()
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if getattr(addr, "ipv4_mapped", None):
+        addr = addr.ipv4_mapped
+    if cfg.admin.networks:
+        return any(addr in net for net in cfg.admin.networks)
+    own = {cfg.network.lan_address.ip}
+    if cfg.network.lan_address6 is not None:
+        own.add(cfg.network.lan_address6.ip)
+    return addr.is_loopback or addr in own
 
 # Compared against when the name is unknown, so a wrong name costs as long as a wrong password.
 _DUMMY_HASH = generate_password_hash(secrets.token_hex(16))
@@ -55,14 +133,14 @@ def current_admin() -> str | None:
 @bp.before_request
 def _guard():
     cfg = config()
-    if cfg.admin.networks:
-        try:
-            addr = ipaddress.ip_address(client_ip())
-        except ValueError:
-            abort(403)
-        if not any(addr in net for net in cfg.admin.networks):
-            log_event(services().ledger, "admin_refused", client_ip(), reason="network")
-            abort(403)
+    if not from_management_network(client_ip()):
+        log_event(services().ledger, "admin_refused", client_ip(), reason="network", path=request.path)
+        abort(403)
+    if not request.is_secure:
+        # No redirect: the login form must never be offered, or followed, over plain HTTP.
+        log_event(services().ledger, "admin_refused", client_ip(), reason="plain_http", path=request.path)
+        return render_template("admin_error.html", csrf="", lang_base=request.path,
+                               message=_("The admin pages are served only over HTTPS.")), 403
     if not cfg.admin.users:
         return _page("admin_unconfigured.html", 403)
     if request.method == "POST":
@@ -88,12 +166,23 @@ def do_login():
     cfg = config()
     name = request.form.get("name", "")
     password = request.form.get("password", "")
+    next_path = safe_next(request.form.get("next")) or url_for("admin.home")
+    keys = LoginThrottle.keys(client_ip(), name)
+    wait = _throttle().wait_seconds(keys)
+    if wait > 0:
+        # Refused before the password is even checked: a guesser learns nothing while waiting.
+        log_event(services().ledger, "admin_login_throttled", client_ip(), name=name[:64], wait_s=round(wait, 1))
+        page, status = _page("admin_login.html", 429, next_path=next_path,
+                             error=_("Too many failed logins. Try again in %(seconds)d seconds.",
+                                     seconds=int(wait) + 1))
+        return page, status, {"Retry-After": str(int(wait) + 1)}
     stored = cfg.admin.users.get(name)
     ok = check_password_hash(stored or _DUMMY_HASH, password) and stored is not None
-    next_path = safe_next(request.form.get("next")) or url_for("admin.home")
     if not ok:
+        _throttle().failed(keys)
         log_event(services().ledger, "admin_login_failed", client_ip(), name=name[:64])
         return _page("admin_login.html", 401, next_path=next_path, error=_("Wrong name or password."))
+    _throttle().succeeded(keys)
     session.clear()  # a fresh session (and CSRF token) for the logged-in admin
     session["admin"] = {"name": name, "until": time.time() + cfg.admin.session_minutes * 60}
     log_event(services().ledger, "admin_login", client_ip(), name=name)
@@ -103,7 +192,9 @@ def do_login():
 @bp.post("/logout")
 def logout():
     """End the admin session."""
+    admin = current_admin()
     session.pop("admin", None)
+    log_event(services().ledger, "admin_logout", client_ip(), admin=admin)
     return redirect(url_for("admin.login"), code=303)
 
 
@@ -153,6 +244,8 @@ def online_clients() -> list[dict]:
 @bp.get("/")
 def home():
     """Clients online now and box health."""
+    # Seeing who is online is access to traffic data: the ledger says which admin looked.
+    log_event(services().ledger, "admin_view", client_ip(), admin=current_admin(), page="online")
     return _page("admin.html", admin=current_admin(), clients=online_clients(), health=health(),
                  notice=request.args.get("notice", ""))
 
@@ -168,4 +261,5 @@ def revoke():
         return _page("admin_error.html", 400, message=_("That is not a MAC address; nothing was revoked."))
     # The session layer shuts the gate, writes the logout row and sends the RADIUS Disconnect.
     addresses = svc.sessions.end(mac, "admin_revoke", admin=admin)
+    log_event(svc.ledger, "admin_revoke", mac, admin=admin, source=client_ip(), addresses=addresses)
     return redirect(url_for("admin.home", notice=f"revoked {mac} ({', '.join(addresses) or 'no address'})"), code=303)
