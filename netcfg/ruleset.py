@@ -46,6 +46,8 @@ class RulesetParams:
     # DNS budget of a device not let in (queries per second, and the burst it starts with).
     dns_queries_per_second: int = 2
     dns_query_burst: int = 80
+    # network.ipv6: "" when off (nothing IPv6 forwarded), else the advertised /64.
+    ipv6_prefix: str = ""
 
     @classmethod
     def from_config(cls, net: NetworkConfig, portal: PortalConfig) -> "RulesetParams":
@@ -54,7 +56,8 @@ class RulesetParams:
                    walled_garden_ports=tuple(sorted(set(net.walled_garden_ports))),
                    idle_seconds=portal.idle_seconds, bandwidth_kbit=portal.bandwidth_kbit,
                    dns_queries_per_second=net.unauthorised_dns_queries_per_second,
-                   dns_query_burst=net.unauthorised_dns_burst)
+                   dns_query_burst=net.unauthorised_dns_burst,
+                   ipv6_prefix=str(net.ipv6_prefix) if net.ipv6 == "on" and net.ipv6_prefix else "")
 
 
 def _ports(ports: tuple[int, ...] | list[int]) -> str:
@@ -137,7 +140,9 @@ table {FAMILY} {TABLE} {{
 
     chain masquerade_out {{
         type nat hook postrouting priority srcnat; policy accept;
-        oifname "{p.wan}" masquerade
+        # IPv4 only: an IPv6 source is never translated, so the flow log and the neighbour
+        # table name the device by its own address.
+        oifname "{p.wan}" meta nfproto ipv4 masquerade
     }}
 
     # What visitors may ask of the box itself: DHCP, DNS, the portal. Nothing else.
@@ -160,13 +165,12 @@ table {FAMILY} {TABLE} {{
     # direction), so a revoked or expired device loses its open connections too.
     chain clients {{
         type filter hook forward priority filter; policy accept;{down_cap}
+        meta nfproto ipv6 jump ipv6_clients
         iifname "{p.wan}" oifname "{p.lan}" ct state established,related accept
         iifname "{p.wan}" oifname "{p.lan}" drop
         iifname != "{p.lan}" accept
         ether saddr . ip saddr @{AUTHORISED_SET} ether saddr . ip saddr @{ACTIVE_SET} jump let_through
-        meta nfproto ipv6 ether saddr @{AUTHORISED_MAC6_SET} accept
         ip daddr @{WALLED_GARDEN4_SET} tcp dport {garden_ports} accept
-        ip6 daddr @{WALLED_GARDEN6_SET} tcp dport {garden_ports} accept
         # Refuse fast, so phones and apps give up at once instead of timing out.
         meta l4proto tcp reject with tcp reset
         reject with icmpx admin-prohibited
@@ -194,9 +198,36 @@ table {FAMILY} {TABLE} {{
         ct mark and {DNS_UNAUTH_MARK:#x} == {DNS_UNAUTH_MARK:#x} udp sport 53 udp length > {DNS_MAX_ANSWER_BYTES + 8} drop
     }}
 
+{_ipv6_chain(p, garden_ports)}
+
     chain let_through {{
         update @{ACTIVE_SET} {{ ether saddr . ip saddr }}{up_cap}
         accept
     }}
 }}
 """
+
+
+def _ipv6_chain(p: RulesetParams, garden_ports: str) -> str:
+    """Forwarding of IPv6 (network.ipv6): everything refused when off; when on, only sources
+    inside the advertised prefix, and only from a logged-in MAC (or to the walled garden)."""
+    if not p.ipv6_prefix:
+        return f"""    # network.ipv6 = "off": nothing IPv6 is forwarded, either way, for anyone.
+    chain ipv6_clients {{
+        iifname "{p.lan}" meta l4proto tcp reject with tcp reset
+        iifname "{p.lan}" reject with icmpx admin-prohibited
+        drop
+    }}"""
+    return f"""    # network.ipv6 = "on": the LAN's addresses come from {p.ipv6_prefix} (router advertisements). A
+    # source outside it is refused, then the MAC must be logged in. The address is not pinned
+    # (SLAAC addresses change): what a copied MAC allows is in README-security.md.
+    chain ipv6_clients {{
+        iifname "{p.wan}" oifname "{p.lan}" ct state established,related accept
+        iifname "{p.wan}" oifname "{p.lan}" drop
+        iifname != "{p.lan}" accept
+        ip6 saddr != {p.ipv6_prefix} counter reject with icmpx admin-prohibited
+        ether saddr @{AUTHORISED_MAC6_SET} accept
+        ip6 daddr @{WALLED_GARDEN6_SET} tcp dport {garden_ports} accept
+        meta l4proto tcp reject with tcp reset
+        reject with icmpx admin-prohibited
+    }}"""
