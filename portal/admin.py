@@ -40,39 +40,47 @@ ADMIN_COOKIE = "skillspot_admin"
 THROTTLE_KEY = "skillspot_admin_throttle"
 
 
-class AdminAwareSessionInterface(SecureCookieSessionInterface):
-    """Flask's signed-cookie session, but under /admin a separate cookie: Secure, HttpOnly,
-    SameSite=Strict, path /admin, signed with a salt of its own (a visitor's session cookie can
-    never be replayed as an admin's, nor the reverse)."""
+def _is_admin_path(path: str) -> bool:
+    return path == "/admin" or path.startswith("/admin/")
 
-    @staticmethod
-    def _admin() -> bool:
-        return has_request_context() and (request.path == "/admin" or request.path.startswith("/admin/"))
+
+class _AdminCookie(SecureCookieSessionInterface):
+    """The admin's session cookie: Secure, HttpOnly, SameSite=Strict, path /admin, signed
+    with a salt of its own (a visitor's session cookie can never pass as an admin's)."""
+
+    salt = "skillspot-admin-session"
 
     def get_cookie_name(self, app: Flask) -> str:
-        return ADMIN_COOKIE if self._admin() else super().get_cookie_name(app)
+        return ADMIN_COOKIE
 
     def get_cookie_secure(self, app: Flask) -> bool:
-        return True if self._admin() else super().get_cookie_secure(app)
+        return True
 
-    def get_cookie_samesite(self, app: Flask) -> str | None:
-        return "Strict" if self._admin() else super().get_cookie_samesite(app)
+    def get_cookie_samesite(self, app: Flask) -> str:
+        return "Strict"
 
     def get_cookie_httponly(self, app: Flask) -> bool:
-        return True if self._admin() else super().get_cookie_httponly(app)
+        return True
 
     def get_cookie_path(self, app: Flask) -> str:
-        return "/admin" if self._admin() else super().get_cookie_path(app)
+        return "/admin"
 
-    def get_signing_serializer(self, app: Flask):
-        if not self._admin():
-            return super().get_signing_serializer(app)
-        original = self.salt
-        try:
-            self.salt = "skillspot-admin-session"
-            return super().get_signing_serializer(app)
-        finally:
-            self.salt = original
+
+class AdminAwareSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session for visitors; the admin cookie under /admin."""
+
+    def __init__(self) -> None:
+        self._admin = _AdminCookie()
+
+    def open_session(self, app: Flask, request):
+        if _is_admin_path(request.path):
+            return self._admin.open_session(app, request)
+        return super().open_session(app, request)
+
+    def save_session(self, app: Flask, session, response) -> None:
+        if has_request_context() and _is_admin_path(request.path):
+            return self._admin.save_session(app, session, response)
+        return super().save_session(app, session, response)
 
 
 @bp.record_once
