@@ -56,6 +56,9 @@ class LoginThrottle:
         """Count one failure on every key (a count older than the window starts again)."""
         now = self._clock()
         with self._lock:
+            # Counts older than the window mean nothing: forget them, so a spray of made-up
+            # names cannot grow the file without bound.
+            self._conn.execute("DELETE FROM admin_login_failures WHERE last < ?", [now - WINDOW_SECONDS])
             for key in keys:
                 self._conn.execute(
                     """INSERT INTO admin_login_failures VALUES (?, 1, ?, ?)

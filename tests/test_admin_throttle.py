@@ -54,3 +54,14 @@ def test_failures_older_than_the_window_start_again(tmp_path):
     assert t.wait_seconds(keys) == 0.0
     t.failed(keys)
     assert t.wait_seconds(keys) == 0.0  # one failure in the new window
+
+
+def test_old_counts_are_forgotten(tmp_path):
+    clock = Clock()
+    t = LoginThrottle(tmp_path / "t.sqlite", clock)
+    for i in range(50):
+        t.failed(LoginThrottle.keys("192.0.2.7", f"made-up-{i}"))
+    clock.now += 2 * 3600
+    t.failed(LoginThrottle.keys("192.0.2.8", "somsak"))
+    count = t._conn.execute("SELECT COUNT(*) FROM admin_login_failures").fetchone()[0]
+    assert count == 2  # only the new source and name
