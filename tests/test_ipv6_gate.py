@@ -54,7 +54,9 @@ if len(sys.argv) > 3:
     s.bind((sys.argv[3], 0))
 try:
     s.connect((sys.argv[1], int(sys.argv[2])))
+    port = s.getsockname()[1]
     print(json.dumps({"ok": True, "seen_as": s.recv(100).decode()}))
+    print(port, file=sys.stderr)
 except OSError as exc:
     print(json.dumps({"ok": False, "error": type(exc).__name__}))
 """
@@ -146,9 +148,13 @@ class Lab:
         sh("nft", "add", "element", "inet", "skillspot", "active", f"{{ {mac} . {ip} }}", ns=self.box)
         sh("nft", "add", "element", "inet", "skillspot", "authorised_mac6", f"{{ {mac} timeout 5m }}", ns=self.box)
 
-    def connect(self, target: str, source: str | None = None) -> dict:
+    def connect(self, target: str, source: str | None = None, with_port: bool = False) -> dict:
         args = [sys.executable, "-c", CLIENT, target, str(PORT), *([source] if source else [])]
-        return json.loads(sh(*args, ns=self.phone, timeout=20).stdout)
+        proc = sh(*args, ns=self.phone, timeout=20)
+        got = json.loads(proc.stdout)
+        if with_port:
+            got["port"] = int(proc.stderr.split()[-1])
+        return got
 
     def slaac_address(self, deadline_s: float = 20) -> str:
         """The phone's address formed from the box's router advertisement."""
@@ -268,3 +274,39 @@ def outside_prefix_refusals(lab: Lab) -> int:
         if counters:
             return counters[0]
     raise AssertionError("no prefix rule in ipv6_clients")
+
+
+def test_a_v6_flow_through_the_gate_is_attributed_to_the_login(lab):
+    """With the traffic branch's IPv6 flow log (ledger.flows6): the flow a logged-in phone opens
+    through the gated ruleset is in the ledger with the phone's MAC, and `who` by its IPv6
+    address and port names the login. Skipped until that branch is merged."""
+    flows6 = pytest.importorskip("ledger.flows6", reason="IPv6 flow logging (traffic branch) is not merged yet")
+    from ledger.db import open_ledger
+    from ledger.records import Login, record_login
+
+    lab.apply("on")
+    lab.start_dnsmasq("on")
+    phone_up(lab)
+    mine = lab.slaac_address()
+    wait_for_default_route6(lab)
+    cfg = lab.config("on")
+    ledger = open_ledger(cfg.ledger_path, cfg.box.id)
+    login_id = record_login(ledger, Login("line", "Uipv6gate", "v6 phone", False, None, "2026-11", PHONE_MAC,
+                                          PHONE_IP, ledger.now_ms() + 3_600_000))
+    lab.log_in()
+    ready = lab.tmp / "flowlog.ready"
+    logger = lab.spawn(lab.box, [sys.executable, "-m", "skillspot.cli", "-c", str(lab.tmp / "skillspot-on.toml"),
+                                 "ledger", "flowlog", "--ready-file", str(ready), "--seal-seconds", "0.5"], "flowlog.log")
+    end = time.monotonic() + 30
+    while not ready.exists():
+        assert logger.poll() is None and time.monotonic() < end, (lab.tmp / "flowlog.log").read_text()[-2000:]
+        time.sleep(0.1)
+    got = lab.connect(SERVER6, with_port=True)
+    assert got["ok"] and got["seen_as"] == mine
+    end = time.monotonic() + 20
+    while not (answers := flows6.who6(ledger, mine, got["port"], ledger.now_ms())):
+        assert time.monotonic() < end, (lab.tmp / "flowlog.log").read_text()[-2000:]
+        time.sleep(0.2)
+    (answer,) = answers
+    assert answer["flow"]["mac"] == PHONE_MAC and answer["session"]["login_id"] == login_id
+    ledger.close()
