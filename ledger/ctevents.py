@@ -29,7 +29,10 @@ NFNLGRP_CONNTRACK_NEW = 0x1
 NFNLGRP_CONNTRACK_DESTROY = 0x4
 NFNL_SUBSYS_CTNETLINK = 1
 IPCTNL_MSG_CT_NEW = 0
+IPCTNL_MSG_CT_GET = 1
 IPCTNL_MSG_CT_DELETE = 2
+NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP_INTR, NLM_F_DUMP = 0x1, 0x2, 0x4, 0x10, 0x300
+NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE = 1, 2, 3
 
 # Attribute numbers from linux/netfilter/nfnetlink_conntrack.h.
 CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_COUNTERS_ORIG, CTA_COUNTERS_REPLY = 1, 2, 9, 10
@@ -252,3 +255,66 @@ def read_netlink_drops(inode: int, path: Path = Path("/proc/net/netlink")) -> in
         if len(cols) > max(i_drops, i_inode) and cols[i_inode] == str(inode):
             return int(cols[i_drops])
     return None
+
+
+class DumpError(OSError):
+    """The kernel refused or broke off a conntrack table dump; the message says why."""
+
+
+def dump_request(seq: int, family: int = socket.AF_INET) -> bytes:
+    """An IPCTNL_MSG_CT_GET dump request for every conntrack entry of `family`."""
+    body = _NFGENMSG.pack(family, 0, 0)
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET,
+                          NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+
+
+def dump_conntrack(now_ms: int, nat_only: bool = True, family: int = socket.AF_INET,
+                   timeout: float = 30.0) -> tuple[list[tuple], dict]:
+    """Every entry in this namespace's conntrack table, as staging rows of open flows.
+
+    The flow logger calls it at start, after subscribing, so flows that opened while it was
+    down (whose NEW events are gone for good) are recorded. Rows are in STAGING_COLUMNS order,
+    exactly as parse_message makes them for NEW events (start from the kernel's timestamp when
+    nf_conntrack_timestamp was on, else `now_ms`). The dump is read on its own socket: the
+    kernel fills it only as we read, so nothing is dropped. Returns (rows, counts); raises
+    DumpError when the kernel answers with an error or the dump does not finish in time.
+    """
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
+    rows: list[tuple] = []
+    counts = {"entries": 0, "skipped": 0, "interrupted": False}
+    try:
+        sock.settimeout(timeout)
+        sock.bind((0, 0))
+        seq = int.from_bytes(os.urandom(4), "little") or 1
+        sock.send(dump_request(seq, family))
+        while True:
+            try:
+                datagram = sock.recv(1 << 20)
+            except socket.timeout:
+                raise DumpError(f"conntrack dump: no end after {timeout} s ({counts['entries']} entries read)") from None
+            for start, end in split_messages(datagram):
+                _, mtype, flags, mseq, _ = _NLMSGHDR.unpack_from(datagram, start)
+                if mseq != seq:
+                    continue
+                if flags & NLM_F_DUMP_INTR:
+                    counts["interrupted"] = True  # the table changed under the dump; entries may repeat
+                if mtype == NLMSG_DONE:
+                    return rows, counts
+                if mtype == NLMSG_ERROR:
+                    err = -struct.unpack_from("=i", datagram, start + _NLMSGHDR.size)[0]
+                    if err == 0:
+                        continue
+                    raise DumpError(f"conntrack dump refused: {os.strerror(err)} (needs CAP_NET_ADMIN in the "
+                                    "box's namespace and nf_conntrack_netlink)")
+                if mtype == NLMSG_NOOP:
+                    continue
+                kind, row = parse_message(datagram, start, end, now_ms, nat_only)
+                if kind != KIND_NEW:
+                    continue
+                counts["entries"] += 1
+                if row is None:
+                    counts["skipped"] += 1
+                else:
+                    rows.append(row)
+    finally:
+        sock.close()

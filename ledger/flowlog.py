@@ -6,23 +6,40 @@ reliable DESTROY delivery (ledger.ctevents), and writes events to the ledger man
 transaction. One thread, one poll loop: receiving never waits on anything but the socket,
 and the kernel's queue absorbs the pauses while a batch is written. Once a minute it samples
 the clock (chrony), compacts finished flows into segments, seals, and checks the disk.
+
+Integrity: staged rows are sealed in the transaction that writes them, at most every
+`seal_seconds` (readers see only sealed staged rows, so that is also how long a new flow
+may take to become visible to `who`; `skillspot ledger who` seals first).
+
+Outages (ledger.gaps): each flush also rewrites a heartbeat row in the same transaction,
+holding the time before the last receive that emptied the socket (every event queued
+before it is stored), and an idle logger rewrites it every `heartbeat_seconds`. So after a
+kill -9 the mark is at most one flush (or one tick, when idle) old, at the price of one
+small UPDATE per transaction. At start, after subscribing, the logger dumps the conntrack
+table (ledger.ctevents.dump_conntrack) and, in one sealed transaction, records the flows
+open now that it has not seen, closes (end unknown) the ones it had seen open that are
+gone, and writes the time from the old mark to the new subscription as a gap.
 """
 from __future__ import annotations
 
 import errno
 import json
+import os
 import select
 import signal
+import sqlite3
 import sys
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ledger.clock import read_chrony, record_clock
-from ledger.ctevents import (KIND_DESTROY, KIND_NEW, ConntrackSubscription, MalformedMessage, parse_message,
-                             split_messages)
+from ledger.ctevents import (KIND_DESTROY, KIND_NEW, ConntrackSubscription, DumpError, MalformedMessage,
+                             dump_conntrack, parse_message, split_messages)
 from ledger.db import Ledger, LedgerError
-from ledger.flows import compact, stage_rows
+from ledger.flows import FLAG_END_UNKNOWN, FLAG_FROM_DUMP, FLAG_START_UNKNOWN, compact, stage_rows
+from ledger.gaps import record_gap
 from ledger.records import log_event
 from ledger.retention import disk_check
 from ledger.seal import load_or_create_key, seal
@@ -44,6 +61,11 @@ class Stats:
     malformed: int = 0
     write_errors: int = 0
     started_ms: int = 0
+    dumped: int = 0          # open flows recorded from the conntrack table at start
+    dump_duplicates: int = 0  # NEW events dropped because the dump had recorded that flow
+    closed_unseen: int = 0   # flows seen open before an outage and gone at start: closed, end unknown
+    gap_ms: int = 0          # the outage before this run (0: none recorded)
+    seals: int = 0
 
 
 def enable_conntrack_sysctls() -> list[str]:
@@ -63,29 +85,107 @@ class FlowLogger:
 
     def __init__(self, ledger: Ledger, data_dir: Path, alert_percent: int, rcvbuf: int = 64 << 20,
                  batch: int = 5000, flush_seconds: float = 0.5, housekeeping_seconds: float = 60.0,
-                 nat_only: bool = True, stats_file: Path | None = None, ready_file: Path | None = None) -> None:
+                 nat_only: bool = True, stats_file: Path | None = None, ready_file: Path | None = None,
+                 seal_seconds: float = 5.0, heartbeat_seconds: float = 5.0) -> None:
         self.ledger, self.data_dir, self.alert_percent = ledger, data_dir, alert_percent
         self.rcvbuf, self.batch, self.flush_seconds = rcvbuf, batch, flush_seconds
         self.housekeeping_seconds, self.nat_only = housekeeping_seconds, nat_only
         self.stats_file, self.ready_file = stats_file, ready_file
+        self.seal_seconds, self.heartbeat_seconds = seal_seconds, heartbeat_seconds
         self.stats = Stats(started_ms=ledger.now_ms())
         self.pending: list[tuple] = []
         self.key = load_or_create_key(data_dir)
+        self.run_id = uuid.uuid4().hex[:16]
+        self.complete_ms = self.stats.started_ms  # every event queued before this is in `pending` or stored
+        self.last_event_ms: int | None = None
+        self.dumped_keys: set[tuple] | None = None
+        self._next_seal = 0.0
+        self._last_heartbeat = 0.0
+        self._stopped_ms: int | None = None
         self._stop = False
 
-    def flush(self) -> None:
-        """Write pending events; on failure keep them in memory and say so (never drop silently)."""
-        if not self.pending:
+    def _heartbeat(self, conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT OR REPLACE INTO flowlog_heartbeat (id, run_id, pid, started_ms, complete_ms, last_event_ms, "
+                     "stopped_ms, tick_ms) VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
+                     (self.run_id, os.getpid(), self.stats.started_ms, self.complete_ms, self.last_event_ms,
+                      self._stopped_ms, int(self.heartbeat_seconds * 1000)))
+
+    def flush(self, force_seal: bool = False) -> None:
+        """Write pending events with the heartbeat (sealed when due); on failure keep them in memory."""
+        now = time.monotonic()
+        if not self.pending and not force_seal and now - self._last_heartbeat < self.heartbeat_seconds:
             return
+        seal_now = force_seal or now >= self._next_seal
         try:
-            stage_rows(self.ledger, self.pending)
+            sealed = stage_rows(self.ledger, self.pending, self.key if seal_now else None, also=self._heartbeat)
         except LedgerError as exc:
             self.stats.write_errors += 1
             print(f"skillspot flowlog: {exc}; keeping {len(self.pending)} events in memory and retrying",
                   file=sys.stderr)
             return
+        self._last_heartbeat = now
+        if seal_now:
+            self._next_seal = now + self.seal_seconds
+            self.stats.seals += sealed is not None
         self.stats.stored += len(self.pending)
         self.pending = []
+
+    def recover(self, listening_ms: int) -> None:
+        """At start, once subscribed: record the outage since the last run and the flows open now.
+
+        `listening_ms` is when the subscription was in place (events from then on are queued).
+        """
+        conn = self.ledger.db.conn
+        prev = conn.execute("SELECT run_id, complete_ms, last_event_ms, stopped_ms FROM flowlog_heartbeat "
+                            "WHERE id = 1").fetchone()
+        try:
+            dumped, counts = dump_conntrack(listening_ms, self.nat_only)
+            dump_error = None
+        except (DumpError, OSError, MalformedMessage) as exc:
+            dumped, counts, dump_error = [], {}, str(exc)
+            print(f"skillspot flowlog: could not read the conntrack table: {exc}; flows open now become visible "
+                  "only when they end", file=sys.stderr)
+        key = lambda r: (r[0], r[4], r[5], r[6], r[8])  # ct_id, proto, src_ip, src_port, pub_port
+        # Open rows whose DESTROY never came: after an outage, either still open (in the dump) or ended unseen.
+        still_open = conn.execute(
+            """SELECT ct_id, open, start_ms, end_ms, proto, src_ip, src_port, pub_ip, pub_port, dst_ip, dst_port,
+                      bytes_orig, bytes_reply, flags FROM flow_staging o WHERE open = 1 AND NOT EXISTS (
+                 SELECT 1 FROM flow_staging d WHERE d.open = 0 AND d.ct_id = o.ct_id AND d.pub_port = o.pub_port
+                 AND d.src_port = o.src_port AND d.id > o.id)""").fetchall()
+        known = {key(r) for r in still_open}
+        in_table = {key(r) for r in dumped}
+        rows = []
+        for r in dumped:
+            if key(r) in known:
+                continue
+            flags = FLAG_FROM_DUMP | (FLAG_START_UNKNOWN if r[2] == listening_ms else 0)
+            rows.append((*r[:-1], r[-1] | flags))
+        self.stats.dumped = len(rows)
+        if dump_error is None:
+            for r in still_open:
+                if key(r) not in in_table:
+                    rows.append((r[0], 0, r[2], max(listening_ms, r[2]), *r[4:11], 0, 0, r[13] | FLAG_END_UNKNOWN))
+                    self.stats.closed_unseen += 1
+        self.dumped_keys = in_table
+        gap = None
+        if prev is not None and listening_ms > prev[1]:
+            gap = (prev[1], listening_ms, "logger stopped" if prev[3] is not None else "logger killed or crashed",
+                   {"previous_run": prev[0], "last_event_ms": prev[2], "stopped_ms": prev[3],
+                    "recorded_open_from_table": len(rows) - self.stats.closed_unseen,
+                    "closed_end_unknown": self.stats.closed_unseen, "dump": counts, "dump_error": dump_error})
+            self.stats.gap_ms = listening_ms - prev[1]
+
+        def also(c: sqlite3.Connection) -> None:
+            if gap is not None:
+                record_gap(c, self.ledger.now_ms(), self.ledger.box_id, gap[0], gap[1], gap[2], **gap[3])
+            self._heartbeat(c)
+
+        # The heartbeat moves to listening_ms: the dump has recorded every flow open at that time.
+        self.complete_ms = listening_ms
+        stage_rows(self.ledger, rows, self.key, also=also)
+        self._last_heartbeat = time.monotonic()
+        self._next_seal = time.monotonic() + self.seal_seconds
+        self.stats.seals += 1
 
     def write_stats(self, sub: ConntrackSubscription | None = None) -> None:
         """Refresh the kernel's drop count and write the counters as JSON (atomically)."""
@@ -103,7 +203,7 @@ class FlowLogger:
 
     def housekeeping(self) -> None:
         """Clock sample, compaction, seal, disk check (each failure reported, none fatal)."""
-        for step in (lambda: record_clock(self.ledger, read_chrony()), lambda: compact(self.ledger),
+        for step in (lambda: record_clock(self.ledger, read_chrony()), lambda: compact(self.ledger, key=self.key),
                      lambda: seal(self.ledger, self.key),
                      lambda: disk_check(self.ledger, self.data_dir, self.alert_percent)):
             try:
@@ -119,6 +219,9 @@ class FlowLogger:
                 kind, row = parse_message(datagram, start, end, now_ms, self.nat_only)
                 if kind == KIND_NEW:
                     st.new += 1
+                    if row is not None and self.dumped_keys and (row[0], *row[4:7], row[8]) in self.dumped_keys:
+                        st.dump_duplicates += 1  # queued before the dump, which recorded the flow already
+                        continue
                 elif kind == KIND_DESTROY:
                     st.destroy += 1
                 else:
@@ -128,14 +231,20 @@ class FlowLogger:
                     st.skipped_not_nat += 1
                 else:
                     self.pending.append(row)
+                    self.last_event_ms = now_ms
         except MalformedMessage as exc:
             st.malformed += 1
             if st.malformed <= 10:
                 print(f"skillspot flowlog: skipped a malformed netlink message: {exc}", file=sys.stderr)
 
-    def drain(self, sub: ConntrackSubscription, until: float) -> None:
-        """Receive and queue everything already waiting (bounded by the monotonic time `until`)."""
+    def drain(self, sub: ConntrackSubscription, until: float) -> bool:
+        """Receive and queue everything already waiting (bounded by the monotonic time `until`).
+
+        Returns True if the socket was found empty; then every event queued before the start
+        of that last receive is in `pending` (the heartbeat's `complete_ms` moves there).
+        """
         while True:
+            before = self.ledger.now_ms()
             try:
                 datagrams = sub.receive(self.batch)
             except OSError as exc:
@@ -150,8 +259,11 @@ class FlowLogger:
                     self.handle(d, now)
                 if len(self.pending) >= self.batch:
                     self.flush()
-            if len(datagrams) < self.batch or time.monotonic() >= until:
-                return
+            if len(datagrams) < self.batch:
+                self.complete_ms = before
+                return True
+            if time.monotonic() >= until:
+                return False
 
     def run(self) -> Stats:
         """Listen until stop() or SIGTERM/SIGINT; returns the final counters. Raises LedgerError."""
@@ -163,8 +275,14 @@ class FlowLogger:
         except OSError as exc:
             raise LedgerError(f"cannot subscribe to conntrack events: {exc.strerror or exc} (needs root in the box's "
                               "namespace and the nf_conntrack_netlink module)") from exc
+        try:
+            self.recover(self.ledger.now_ms())
+        except LedgerError:
+            sub.close()
+            raise
         log_event(self.ledger, "flowlog_start", None, rcvbuf=sub.rcvbuf, reliable=sub.reliable,
-                  sysctl_failures=failed)
+                  sysctl_failures=failed, run_id=self.run_id, dumped=self.stats.dumped,
+                  closed_unseen=self.stats.closed_unseen, gap_ms=self.stats.gap_ms)
         if self.ready_file:
             self.ready_file.write_text("ready")
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -178,7 +296,8 @@ class FlowLogger:
             try:
                 while not self._stop:
                     poller.poll(max(0.0, next_flush - time.monotonic()) * 1000)
-                    self.drain(sub, next_flush)
+                    if self.drain(sub, next_flush) and self.dumped_keys is not None:
+                        self.dumped_keys = None  # every NEW queued before the dump has been seen
                     now = time.monotonic()
                     if now >= next_flush:
                         self.flush()
@@ -192,7 +311,9 @@ class FlowLogger:
                 self.drain(sub, time.monotonic() + 30)
             except OSError as exc:
                 error = exc
-            self.flush()
+            # The last mark of this run: stopped, and complete through the final drain.
+            self._stopped_ms = self.ledger.now_ms()
+            self.flush(force_seal=True)
             self.write_stats(sub)
         finally:
             sub.close()

@@ -5,6 +5,7 @@ from dataclasses import asdict
 
 from ledger.clock import ClockHistory
 from ledger.db import Ledger
+from ledger.gaps import annotate
 from ledger.flows import FLAG_END_UNKNOWN, FLAG_OPEN, flows_at, ip_int, ip_str
 from ledger.segments import Flow
 
@@ -71,6 +72,8 @@ def who(ledger: Ledger, public_ip: str, port: int, at_ms: int, slack_ms: int = 1
         src = ip_str(f.src_ip)
         answers.append({"flow": flow_dict(f), "session": session_at(ledger, src, at_ms),
                         "clock": clock.label(at_ms), "asked": {"ip": public_ip, "port": port, "at_ms": at_ms}})
+    # Inside a flow-logger outage another flow may have used the address unrecorded (ledger.gaps).
+    annotate(ledger, answers, at_ms, slack_ms)
     return answers
 
 
