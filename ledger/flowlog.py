@@ -100,6 +100,7 @@ class FlowLogger:
         self.last_event_ms: int | None = None
         self.dumped_keys: set[tuple] | None = None
         self._next_seal = 0.0
+        self._unsealed: tuple[int, list[tuple]] | None = None
         self._last_heartbeat = 0.0
         self._stopped_ms: int | None = None
         self._stop = False
@@ -113,11 +114,13 @@ class FlowLogger:
     def flush(self, force_seal: bool = False) -> None:
         """Write pending events with the heartbeat (sealed when due); on failure keep them in memory."""
         now = time.monotonic()
-        if not self.pending and not force_seal and now - self._last_heartbeat < self.heartbeat_seconds:
+        if (not self.pending and not force_seal and now - self._last_heartbeat < self.heartbeat_seconds
+                and not (self._unsealed and now >= self._next_seal)):
             return
         seal_now = force_seal or now >= self._next_seal
         try:
-            sealed = stage_rows(self.ledger, self.pending, self.key if seal_now else None, also=self._heartbeat)
+            done = stage_rows(self.ledger, self.pending, self.key if seal_now else None, also=self._heartbeat,
+                              unsealed=self._unsealed)
         except LedgerError as exc:
             self.stats.write_errors += 1
             print(f"skillspot flowlog: {exc}; keeping {len(self.pending)} events in memory and retrying",
@@ -126,7 +129,14 @@ class FlowLogger:
         self._last_heartbeat = now
         if seal_now:
             self._next_seal = now + self.seal_seconds
-            self.stats.seals += sealed is not None
+            self.stats.seals += done.sealed is not None
+            self._unsealed = None
+        elif self.pending:
+            # Kept until the next sealing flush hashes them (from memory, not read back).
+            if self._unsealed and self._unsealed[0] + len(self._unsealed[1]) == done.first_id:
+                self._unsealed[1].extend(self.pending)
+            else:
+                self._unsealed = (done.first_id, list(self.pending)) if not self._unsealed else None
         self.stats.stored += len(self.pending)
         self.pending = []
 
@@ -150,7 +160,7 @@ class FlowLogger:
         still_open = conn.execute(
             """SELECT ct_id, open, start_ms, end_ms, proto, src_ip, src_port, pub_ip, pub_port, dst_ip, dst_port,
                       bytes_orig, bytes_reply, flags FROM flow_staging o WHERE open = 1 AND NOT EXISTS (
-                 SELECT 1 FROM flow_staging d WHERE d.open = 0 AND d.ct_id = o.ct_id AND d.pub_port = o.pub_port
+                 SELECT 1 FROM flow_staging d INDEXED BY flow_staging_ct WHERE d.open = 0 AND d.ct_id = o.ct_id AND d.pub_port = o.pub_port
                  AND d.src_port = o.src_port AND d.id > o.id)""").fetchall()
         known = {key(r) for r in still_open}
         in_table = {key(r) for r in dumped}

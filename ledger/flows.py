@@ -83,31 +83,50 @@ def stage(ledger: Ledger, events: list[FlowEvent], key: Ed25519PrivateKey | None
     stage_rows(ledger, [astuple(e) for e in events], key)
 
 
+@dataclass
+class Staged:
+    """What stage_rows wrote: the id of its first row (None if none) and the seal it made, if any."""
+
+    first_id: int | None
+    sealed: dict | None
+
+
 def stage_rows(ledger: Ledger, rows: list[tuple], key: Ed25519PrivateKey | None = None,
-               also: Callable[[sqlite3.Connection], None] | None = None) -> dict | None:
+               also: Callable[[sqlite3.Connection], None] | None = None,
+               unsealed: tuple[int, list[tuple]] | None = None) -> Staged:
     """stage() for rows already in STAGING_COLUMNS order (the flow logger's hot path).
 
-    `also` runs inside the same transaction (the logger's heartbeat). Returns the seal made
-    when `key` is given and something was new, else None.
+    `also` runs inside the same transaction (the logger's heartbeat). With `key` everything
+    new is sealed in the same transaction; `unsealed` = (first id, rows) staged earlier
+    without a key lets the seal hash those from memory instead of reading them back.
     """
-    if not rows and also is None and key is None:
-        return None
     sql = (f"INSERT INTO flow_staging ({', '.join(STAGING_COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(STAGING_COLUMNS))})")
     conn = ledger.db.conn
+    first = None
     try:
         conn.execute("BEGIN IMMEDIATE")
         if rows:
             conn.executemany(sql, rows)
+            # AUTOINCREMENT in one write transaction: the rows got consecutive ids ending at seq.
+            first = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'flow_staging'").fetchone()[0] \
+                - len(rows) + 1
         if also is not None:
             also(conn)
-        sealed = seal_in_transaction(conn, key, ledger.now_ms()) if key is not None else None
+        sealed = None
+        if key is not None:
+            fresh = None
+            if unsealed and unsealed[1] and (first is None or unsealed[0] + len(unsealed[1]) == first):
+                fresh = {"flow_staging": (unsealed[0], unsealed[1] + rows)}
+            elif rows:
+                fresh = {"flow_staging": (first, rows)}
+            sealed = seal_in_transaction(conn, key, ledger.now_ms(), fresh)
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise LedgerError(f"could not write {len(rows)} flow events to {ledger.path}: {exc}") from exc
-    return sealed
+    return Staged(first, sealed)
 
 
 def _flow_from_row(row: tuple) -> Flow:
@@ -170,7 +189,7 @@ def compact(ledger: Ledger, force: bool = False, key: Ed25519PrivateKey | None =
         # A NEW row is finished once its DESTROY is staged (same conntrack id and mapping).
         answered = conn.execute(
             f"""SELECT {cols} FROM flow_staging WHERE open = 1 AND id <= :top AND EXISTS (
-                 SELECT 1 FROM flow_staging d WHERE d.open = 0 AND d.ct_id = flow_staging.ct_id
+                 SELECT 1 FROM flow_staging d INDEXED BY flow_staging_ct WHERE d.open = 0 AND d.ct_id = flow_staging.ct_id
                  AND d.pub_port = flow_staging.pub_port AND d.src_port = flow_staging.src_port
                  AND d.id > flow_staging.id AND d.id <= :top)""", {"top": top}).fetchall()
         answered_ids = {r[0] for r in answered}

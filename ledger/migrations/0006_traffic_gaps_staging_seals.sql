@@ -26,7 +26,6 @@ DROP TABLE flow_staging;
 ALTER TABLE flow_staging_v6 RENAME TO flow_staging;
 CREATE INDEX flow_staging_pub ON flow_staging (pub_port, start_ms);
 CREATE INDEX flow_staging_ct ON flow_staging (ct_id);
-CREATE INDEX flow_staging_open ON flow_staging (open, id);
 CREATE TRIGGER flow_staging_append_only BEFORE UPDATE ON flow_staging BEGIN SELECT RAISE(ABORT, 'ledger rows are append-only'); END;
 
 -- One row per compaction: which staging ids it consumed (packed little-endian int64 pairs,
