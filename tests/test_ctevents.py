@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from pyroute2.netlink.nfnetlink.nfctsocket import nfct_msg
 
-from ledger.ctevents import (KIND_DESTROY, KIND_NEW, KIND_OTHER, MalformedMessage, parse_message, read_netlink_drops,
-                             split_messages)
+from ledger.ctevents import (KIND_DESTROY, KIND_NEW, KIND_OTHER, MalformedMessage, dump_request, parse_message,
+                             read_netlink_drops, split_messages)
 from ledger.flows import STAGING_COLUMNS
 from tests.netns_util import in_ns, scratch_namespace
 
@@ -288,3 +288,54 @@ def test_logger_counts_a_malformed_datagram_and_keeps_the_good_ones(tmp_path, ca
     assert lg.stats.stored == 2 and lg.pending == []
     assert led.db.conn.execute("SELECT COUNT(*) FROM flow_staging").fetchone()[0] == 2
     led.close()
+
+
+# Runs inside the scratch namespace: TCP connections held open and UDP flows (one SNATed),
+# then our table dump next to `conntrack -L`, the reference.
+DUMP = r"""
+import json, socket, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+from ledger.ctevents import dump_conntrack
+for k in ("nf_conntrack_acct", "nf_conntrack_timestamp"):
+    open(f"/proc/sys/net/netfilter/{k}", "w").write("1")
+srv = socket.socket(); srv.bind(("127.0.0.1", 7100)); srv.listen(64)
+held = []
+for i in range(40):
+    c = socket.create_connection(("127.0.0.1", 7100)); a, _ = srv.accept(); held += [c, a]
+for port in (7000, 7001, 7002, 7003):
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.sendto(b"x", ("127.0.0.1", port)); c.close()
+rows, counts = dump_conntrack(0, nat_only=False)
+nat_rows, _ = dump_conntrack(0, nat_only=True)
+ref = subprocess.run(["conntrack", "-L", "-f", "ipv4", "-o", "id"], capture_output=True, text=True).stdout
+print(json.dumps({"rows": rows, "nat_rows": nat_rows, "counts": counts, "ref": ref}))
+"""
+
+
+@pytest.mark.netns
+def test_table_dump_matches_conntrack_list():
+    with scratch_namespace("skct") as ns:
+        assert in_ns(ns, ["ip", "link", "set", "lo", "up"]).returncode == 0
+        assert in_ns(ns, ["nft", "-f", "-"], input=RULES).returncode == 0
+        done = in_ns(ns, [sys.executable, "-c", DUMP, str(REPO)], timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    ref_ids = sorted(int(w[3:]) for line in out["ref"].splitlines() for w in line.split() if w.startswith("id="))
+    # 40 TCP connections (one entry each) and four UDP flows; every listed entry, nothing else.
+    assert len(ref_ids) >= 44 and out["counts"]["entries"] == len(ref_ids)
+    assert sorted(r[0] for r in out["rows"]) == ref_ids
+    col = STAGING_COLUMNS.index
+    for r in out["rows"]:
+        assert r[col("open")] == 1 and r[col("end_ms")] is None
+        assert r[col("start_ms")] > 1_600_000_000_000  # the kernel's start timestamp, not the 0 we passed
+    tcp = [r for r in out["rows"] if r[col("proto")] == 6]
+    assert len(tcp) == 40 and {r[col("dst_port")] for r in tcp} == {7100}
+    # Only the SNATed flow is a translation.
+    (nat,) = out["nat_rows"]
+    assert nat[col("pub_ip")] == int(ipaddress.IPv4Address("127.0.0.5")) and 40000 <= nat[col("pub_port")] <= 40010
+
+
+def test_dump_request_is_a_ctnetlink_get_dump():
+    raw = dump_request(7)
+    length, mtype, flags, seq, pid = struct.unpack_from("=IHHII", raw)
+    assert (length, mtype, flags, seq, pid) == (len(raw), (1 << 8) | 1, 0x301, 7, 0)
+    assert struct.unpack_from("=BBH", raw, 16) == (socket.AF_INET, 0, 0)
