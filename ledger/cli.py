@@ -187,7 +187,8 @@ def verify_cmd(ctx, pubkey) -> None:
 
 
 @ledger_group.command("who")
-@click.option("--ip", "public_ip", required=True, help="the public (translated) IPv4 address")
+@click.option("--ip", "public_ip", required=True,
+              help="the public (translated) IPv4 address, or a device's own IPv6 address")
 @click.option("--port", required=True, type=click.IntRange(1, 65535), help="the public port")
 @click.option("--at", "at_ms", required=True, type=TIME, help="the time, ISO-8601 with zone or Unix ms")
 @click.option("--slack-ms", default=1000, show_default=True, help="tolerance around the flow's start and end")
@@ -208,7 +209,11 @@ def who_cmd(ctx, public_ip, port, at_ms, slack_ms, admin, as_json) -> None:
     except LedgerError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        answers = who(ledger, public_ip, port, at_ms, slack_ms)
+        if ":" in public_ip:
+            from ledger.flows6 import who6
+            answers = who6(ledger, public_ip, port, at_ms, slack_ms)
+        else:
+            answers = who(ledger, public_ip, port, at_ms, slack_ms)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     gaps = gaps_covering(ledger, at_ms, slack_ms)
@@ -231,8 +236,10 @@ def _print_answers(answers: list[dict], as_json: bool) -> None:
             click.echo(json.dumps(a, ensure_ascii=False, sort_keys=True))
             continue
         f, s = a["flow"], a["session"]
-        click.echo(f"{f['proto']} {f['src_ip']}:{f['src_port']} -> {f['pub_ip']}:{f['pub_port']} -> "
-                   f"{f['dst_ip']}:{f['dst_port']}  {format_ms(f['start_ms'])} .. {format_ms(f['end_ms'])}"
+        route = (f"[{f['src_ip']}]:{f['src_port']} (MAC {f.get('mac') or 'unknown'})" if "mac" in f else
+                 f"{f['src_ip']}:{f['src_port']} -> {f['pub_ip']}:{f['pub_port']}")
+        dst = f"[{f['dst_ip']}]" if ":" in f["dst_ip"] else f["dst_ip"]
+        click.echo(f"{f['proto']} {route} -> {dst}:{f['dst_port']}  {format_ms(f['start_ms'])} .. {format_ms(f['end_ms'])}"
                    f"{' (open)' if f['open'] else ''}{' (end unknown)' if f['end_unknown'] else ''}"
                    f"  clock={a['clock']}{'  MAY BE INCOMPLETE (logger gap)' if a.get('may_be_incomplete') else ''}")
         if s is None:

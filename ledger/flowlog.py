@@ -27,6 +27,7 @@ import json
 import os
 import select
 import signal
+import socket
 import sqlite3
 import sys
 import time
@@ -66,6 +67,8 @@ class Stats:
     closed_unseen: int = 0   # flows seen open before an outage and gone at start: closed, end unknown
     gap_ms: int = 0          # the outage before this run (0: none recorded)
     seals: int = 0
+    stored6: int = 0          # IPv6 flow rows stored (ledger.flows6)
+    mac_unknown6: int = 0     # of those, rows whose source had no neighbour-table entry
 
 
 def enable_conntrack_sysctls() -> list[str]:
@@ -86,7 +89,7 @@ class FlowLogger:
     def __init__(self, ledger: Ledger, data_dir: Path, alert_percent: int, rcvbuf: int = 64 << 20,
                  batch: int = 5000, flush_seconds: float = 0.5, housekeeping_seconds: float = 60.0,
                  nat_only: bool = True, stats_file: Path | None = None, ready_file: Path | None = None,
-                 seal_seconds: float = 5.0, heartbeat_seconds: float = 5.0) -> None:
+                 seal_seconds: float = 5.0, heartbeat_seconds: float = 5.0, ipv6: bool = True) -> None:
         self.ledger, self.data_dir, self.alert_percent = ledger, data_dir, alert_percent
         self.rcvbuf, self.batch, self.flush_seconds = rcvbuf, batch, flush_seconds
         self.housekeeping_seconds, self.nat_only = housekeeping_seconds, nat_only
@@ -94,6 +97,9 @@ class FlowLogger:
         self.seal_seconds, self.heartbeat_seconds = seal_seconds, heartbeat_seconds
         self.stats = Stats(started_ms=ledger.now_ms())
         self.pending: list[tuple] = []
+        self.pending6: list[tuple] = []  # IPv6 rows (addresses as bytes), written to flows6 with a MAC
+        self.ipv6 = ipv6
+        self._neighbours = None
         self.key = load_or_create_key(data_dir)
         self.run_id = uuid.uuid4().hex[:16]
         self.complete_ms = self.stats.started_ms  # every event queued before this is in `pending` or stored
@@ -111,15 +117,36 @@ class FlowLogger:
                      (self.run_id, os.getpid(), self.stats.started_ms, self.complete_ms, self.last_event_ms,
                       self._stopped_ms, int(self.heartbeat_seconds * 1000)))
 
+    def _rows6(self) -> list[tuple]:
+        """Pending IPv6 rows with the MAC the neighbour table gives their source (None if unknown)."""
+        from ledger.flows6 import Neighbours
+        if self._neighbours is None:
+            self._neighbours = Neighbours()
+        out = []
+        for r in self.pending6:
+            mac = self._neighbours.lookup(r[5])
+            self.stats.mac_unknown6 += mac is None
+            out.append((*r, mac))
+        return out
+
     def flush(self, force_seal: bool = False) -> None:
         """Write pending events with the heartbeat (sealed when due); on failure keep them in memory."""
         now = time.monotonic()
-        if (not self.pending and not force_seal and now - self._last_heartbeat < self.heartbeat_seconds
+        if (not self.pending and not self.pending6 and not force_seal
+                and now - self._last_heartbeat < self.heartbeat_seconds
                 and not (self._unsealed and now >= self._next_seal)):
             return
         seal_now = force_seal or now >= self._next_seal
+        rows6 = self._rows6() if self.pending6 else []
+
+        def also(conn: sqlite3.Connection) -> None:
+            if rows6:
+                from ledger.flows6 import insert_rows6
+                insert_rows6(conn, rows6)
+            self._heartbeat(conn)
+
         try:
-            done = stage_rows(self.ledger, self.pending, self.key if seal_now else None, also=self._heartbeat,
+            done = stage_rows(self.ledger, self.pending, self.key if seal_now else None, also=also,
                               unsealed=self._unsealed)
         except LedgerError as exc:
             self.stats.write_errors += 1
@@ -138,7 +165,9 @@ class FlowLogger:
             else:
                 self._unsealed = (done.first_id, list(self.pending)) if not self._unsealed else None
         self.stats.stored += len(self.pending)
+        self.stats.stored6 += len(rows6)
         self.pending = []
+        self.pending6 = []
 
     def recover(self, listening_ms: int) -> None:
         """At start, once subscribed: record the outage since the last run and the flows open now.
@@ -155,6 +184,13 @@ class FlowLogger:
             dumped, counts, dump_error = [], {}, str(exc)
             print(f"skillspot flowlog: could not read the conntrack table: {exc}; flows open now become visible "
                   "only when they end", file=sys.stderr)
+        dumped6: list[tuple] = []
+        if self.ipv6 and dump_error is None:
+            try:
+                dumped6, counts6 = dump_conntrack(listening_ms, self.nat_only, socket.AF_INET6)
+                counts = {**counts, "ipv6": counts6}
+            except (DumpError, OSError, MalformedMessage) as exc:
+                print(f"skillspot flowlog: could not read the IPv6 conntrack table: {exc}", file=sys.stderr)
         key = lambda r: (r[0], r[4], r[5], r[6], r[8])  # ct_id, proto, src_ip, src_port, pub_port
         # Open rows whose DESTROY never came: after an outage, either still open (in the dump) or ended unseen.
         still_open = conn.execute(
@@ -176,6 +212,15 @@ class FlowLogger:
                 if key(r) not in in_table:
                     rows.append((r[0], 0, r[2], max(listening_ms, r[2]), *r[4:11], 0, 0, r[13] | FLAG_END_UNKNOWN))
                     self.stats.closed_unseen += 1
+        open6 = {key(r) for r in conn.execute(
+            """SELECT ct_id, open, start_ms, end_ms, proto, src_ip, src_port, pub_ip, pub_port FROM flows6 o
+               WHERE open = 1 AND NOT EXISTS (SELECT 1 FROM flows6 d WHERE d.open = 0 AND d.ct_id = o.ct_id
+               AND d.pub_port = o.pub_port AND d.src_port = o.src_port AND d.id > o.id)""")}
+        self.pending6 = [(*r[:-1], r[-1] | FLAG_FROM_DUMP) for r in dumped6 if key(r) not in open6]
+        self.stats.dumped += len(self.pending6)
+        in_table |= {key(r) for r in dumped6}
+        rows6 = self._rows6() if self.pending6 else []
+        self.pending6 = []
         self.dumped_keys = in_table
         gap = None
         if prev is not None and listening_ms > prev[1]:
@@ -186,6 +231,9 @@ class FlowLogger:
             self.stats.gap_ms = listening_ms - prev[1]
 
         def also(c: sqlite3.Connection) -> None:
+            if rows6:
+                from ledger.flows6 import insert_rows6
+                insert_rows6(c, rows6)
             if gap is not None:
                 record_gap(c, self.ledger.now_ms(), self.ledger.box_id, gap[0], gap[1], gap[2], **gap[3])
             self._heartbeat(c)
@@ -226,7 +274,7 @@ class FlowLogger:
         st = self.stats
         try:
             for start, end in split_messages(datagram):
-                kind, row = parse_message(datagram, start, end, now_ms, self.nat_only)
+                kind, row = parse_message(datagram, start, end, now_ms, self.nat_only, self.ipv6)
                 if kind == KIND_NEW:
                     st.new += 1
                     if row is not None and self.dumped_keys and (row[0], *row[4:7], row[8]) in self.dumped_keys:
@@ -239,6 +287,9 @@ class FlowLogger:
                     continue
                 if row is None:
                     st.skipped_not_nat += 1
+                elif type(row[5]) is bytes:
+                    self.pending6.append(row)  # IPv6: its own table, with the device's MAC
+                    self.last_event_ms = now_ms
                 else:
                     self.pending.append(row)
                     self.last_event_ms = now_ms
@@ -267,7 +318,7 @@ class FlowLogger:
                 now = self.ledger.now_ms()
                 for d in datagrams:
                     self.handle(d, now)
-                if len(self.pending) >= self.batch:
+                if len(self.pending) + len(self.pending6) >= self.batch:
                     self.flush()
             if len(datagrams) < self.batch:
                 self.complete_ms = before

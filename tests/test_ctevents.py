@@ -339,3 +339,30 @@ def test_dump_request_is_a_ctnetlink_get_dump():
     length, mtype, flags, seq, pid = struct.unpack_from("=IHHII", raw)
     assert (length, mtype, flags, seq, pid) == (len(raw), (1 << 8) | 1, 0x301, 7, 0)
     assert struct.unpack_from("=BBH", raw, 16) == (socket.AF_INET, 0, 0)
+
+
+def ct_tuple6(kind: int, src: str, dst: str, proto: int, sport: int, dport: int) -> bytes:
+    ip = nla(3, socket.inet_pton(socket.AF_INET6, src)) + nla(4, socket.inet_pton(socket.AF_INET6, dst))
+    pr = nla(1, bytes([proto])) + nla(2, struct.pack(">H", sport)) + nla(3, struct.pack(">H", dport))
+    return nla(kind, nla(1, ip, True) + nla(2, pr, True), True)
+
+
+def test_ipv6_flows_are_rows_with_16_byte_addresses_only_when_asked():
+    tuples = (ct_tuple6(1, "2001:db8:1::2", "2001:db8:2::2", 6, 50000, 443)
+              + ct_tuple6(2, "2001:db8:2::2", "2001:db8:1::2", 6, 443, 50000))
+    raw = message(1 << 8, tuples + nla(12, struct.pack(">I", 9)), family=socket.AF_INET6)
+    assert parse_message(raw, 0, len(raw), 5) == (KIND_OTHER, None)  # IPv4-only unless asked
+    kind, row = parse_message(raw, 0, len(raw), 5, nat_only=True, ipv6=True)  # not translated, still kept
+    col = STAGING_COLUMNS.index
+    assert kind == KIND_NEW and row[col("ct_id")] == 9
+    assert row[col("src_ip")] == row[col("pub_ip")] == socket.inet_pton(socket.AF_INET6, "2001:db8:1::2")
+    assert (row[col("src_port")], row[col("pub_port")], row[col("dst_port")]) == (50000, 50000, 443)
+    # Link-local and multicast sources are the box's neighbours talking, not visitors' traffic.
+    for src in ("fe80::1", "ff02::1", "::1"):
+        t = ct_tuple6(1, src, "2001:db8:2::2", 17, 546, 547) + ct_tuple6(2, "2001:db8:2::2", src, 17, 547, 546)
+        raw = message((1 << 8) | 2, t, family=socket.AF_INET6)
+        assert parse_message(raw, 0, len(raw), 5, ipv6=True) == (KIND_DESTROY, None)
+    short = nla(1, nla(1, nla(3, b"\x20\x01") + nla(4, bytes(16)), True) + nla(2, nla(1, b"\x06"), True), True)
+    raw = message(1 << 8, short + tuples[len(ct_tuple6(1, "::2", "::3", 6, 1, 1)):], family=socket.AF_INET6)
+    with pytest.raises(MalformedMessage, match="needs 16"):
+        parse_message(raw, 0, len(raw), 5, ipv6=True)

@@ -100,3 +100,31 @@ CREATE TRIGGER flow_compactions_append_only BEFORE UPDATE ON flow_compactions BE
 CREATE TRIGGER flow_compactions_no_delete BEFORE DELETE ON flow_compactions BEGIN SELECT RAISE(ABORT, 'compaction records are never deleted'); END;
 CREATE TRIGGER flowlog_gaps_append_only BEFORE UPDATE ON flowlog_gaps BEGIN SELECT RAISE(ABORT, 'ledger rows are append-only'); END;
 CREATE TRIGGER flowlog_gaps_no_delete BEFORE DELETE ON flowlog_gaps WHEN OLD.id > COALESCE((SELECT through_id FROM retention_guard WHERE tbl = 'flowlog_gaps'), 0) BEGIN SELECT RAISE(ABORT, 'ledger rows are deleted only by retention'); END;
+
+-- IPv6 flows (network.ipv6 = "on"): not translated, so the device's own address and port are
+-- what a server saw; one row per conntrack NEW and one per DESTROY, like flow_staging, but kept
+-- as rows (IPv6 is a small share of traffic; the IPv4 segments' columns are 32-bit). Addresses
+-- are 16-byte blobs. mac: the neighbour table's entry for src_ip when the logger stored the row.
+CREATE TABLE flows6 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ct_id INTEGER,
+    open INTEGER NOT NULL,
+    start_ms INTEGER NOT NULL,
+    end_ms INTEGER,
+    proto INTEGER NOT NULL,
+    src_ip BLOB NOT NULL,
+    src_port INTEGER NOT NULL,
+    pub_ip BLOB NOT NULL,
+    pub_port INTEGER NOT NULL,
+    dst_ip BLOB NOT NULL,
+    dst_port INTEGER NOT NULL,
+    bytes_orig INTEGER NOT NULL DEFAULT 0,
+    bytes_reply INTEGER NOT NULL DEFAULT 0,
+    flags INTEGER NOT NULL DEFAULT 0,
+    mac TEXT
+);
+CREATE INDEX flows6_pub ON flows6 (pub_ip, pub_port, start_ms);
+CREATE INDEX flows6_ct ON flows6 (ct_id);
+INSERT INTO ledger_retention VALUES ('flows6', 'COALESCE(end_ms, start_ms)', 100);
+CREATE TRIGGER flows6_append_only BEFORE UPDATE ON flows6 BEGIN SELECT RAISE(ABORT, 'ledger rows are append-only'); END;
+CREATE TRIGGER flows6_no_delete BEFORE DELETE ON flows6 WHEN OLD.id > COALESCE((SELECT through_id FROM retention_guard WHERE tbl = 'flows6'), 0) BEGIN SELECT RAISE(ABORT, 'ledger rows are deleted only by retention'); END;
