@@ -297,12 +297,12 @@ def dump_request(seq: int, family: int = socket.AF_INET) -> bytes:
 
 def dump_conntrack(now_ms: int, nat_only: bool = True, family: int = socket.AF_INET,
                    timeout: float = 30.0) -> tuple[list[tuple], dict]:
-    # (AF_INET6: IPv6 rows as parse_message(ipv6=True) makes them.)
-    """Every entry in this namespace's conntrack table, as staging rows of open flows.
+    """Every entry of `family` in this namespace's conntrack table, as staging rows of open flows.
 
     The flow logger calls it at start, after subscribing, so flows that opened while it was
     down (whose NEW events are gone for good) are recorded. Rows are in STAGING_COLUMNS order,
-    exactly as parse_message makes them for NEW events (start from the kernel's timestamp when
+    exactly as parse_message makes them for NEW events (IPv6 ones with 16-byte addresses, as
+    with ipv6=True; start from the kernel's timestamp when
     nf_conntrack_timestamp was on, else `now_ms`). The dump is read on its own socket: the
     kernel fills it only as we read, so nothing is dropped. Returns (rows, counts); raises
     DumpError when the kernel answers with an error or the dump does not finish in time.

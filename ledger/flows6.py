@@ -14,7 +14,6 @@ import ipaddress
 import socket
 import sqlite3
 import time
-from dataclasses import asdict
 
 from ledger.clock import ClockHistory
 from ledger.db import Ledger, LedgerError

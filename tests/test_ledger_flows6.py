@@ -2,7 +2,6 @@
 address names the person by MAC, and the CLI accepts an IPv6 address."""
 from __future__ import annotations
 
-import ipaddress
 
 import pytest
 

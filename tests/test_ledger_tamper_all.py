@@ -6,7 +6,6 @@ row the fixture can make (SAMPLES, or a generic row) or is listed in EXEMPT with
 """
 from __future__ import annotations
 
-import shutil
 import sqlite3
 
 import pytest
