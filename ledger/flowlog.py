@@ -212,21 +212,31 @@ class FlowLogger:
                 if key(r) not in in_table:
                     rows.append((r[0], 0, r[2], max(listening_ms, r[2]), *r[4:11], 0, 0, r[13] | FLAG_END_UNKNOWN))
                     self.stats.closed_unseen += 1
-        open6 = {key(r) for r in conn.execute(
-            """SELECT ct_id, open, start_ms, end_ms, proto, src_ip, src_port, pub_ip, pub_port FROM flows6 o
+        still_open6 = conn.execute(
+            """SELECT ct_id, open, start_ms, end_ms, proto, src_ip, src_port, pub_ip, pub_port, dst_ip, dst_port,
+                      bytes_orig, bytes_reply, flags, mac FROM flows6 o
                WHERE open = 1 AND NOT EXISTS (SELECT 1 FROM flows6 d WHERE d.open = 0 AND d.ct_id = o.ct_id
-               AND d.pub_port = o.pub_port AND d.src_port = o.src_port AND d.id > o.id)""")}
+               AND d.pub_port = o.pub_port AND d.src_port = o.src_port AND d.id > o.id)""").fetchall()
+        open6 = {key(r) for r in still_open6}
         self.pending6 = [(*r[:-1], r[-1] | FLAG_FROM_DUMP) for r in dumped6 if key(r) not in open6]
         self.stats.dumped += len(self.pending6)
-        in_table |= {key(r) for r in dumped6}
+        in_table6 = {key(r) for r in dumped6}
+        in_table |= in_table6
         rows6 = self._rows6() if self.pending6 else []
         self.pending6 = []
+        if self.ipv6 and dump_error is None:
+            # As for IPv4: seen open before the outage, gone now: ended unseen.
+            for r in still_open6:
+                if key(r) not in in_table6:
+                    rows6.append((r[0], 0, r[2], max(listening_ms, r[2]), *r[4:11], 0, 0, r[13] | FLAG_END_UNKNOWN,
+                                  r[14]))
+                    self.stats.closed_unseen += 1
         self.dumped_keys = in_table
         gap = None
         if prev is not None and listening_ms > prev[1]:
             gap = (prev[1], listening_ms, "logger stopped" if prev[3] is not None else "logger killed or crashed",
                    {"previous_run": prev[0], "last_event_ms": prev[2], "stopped_ms": prev[3],
-                    "recorded_open_from_table": len(rows) - self.stats.closed_unseen,
+                    "recorded_open_from_table": self.stats.dumped,
                     "closed_end_unknown": self.stats.closed_unseen, "dump": counts, "dump_error": dump_error})
             self.stats.gap_ms = listening_ms - prev[1]
 
@@ -261,6 +271,8 @@ class FlowLogger:
 
     def housekeeping(self) -> None:
         """Clock sample, compaction, seal, disk check (each failure reported, none fatal)."""
+        # Seal what this process staged first, from memory; compaction would read it back.
+        self.flush(force_seal=True)
         for step in (lambda: record_clock(self.ledger, read_chrony()), lambda: compact(self.ledger, key=self.key),
                      lambda: seal(self.ledger, self.key),
                      lambda: disk_check(self.ledger, self.data_dir, self.alert_percent)):

@@ -16,6 +16,7 @@ import pytest
 from ledger.db import open_ledger
 from ledger.flows import FLAG_FROM_DUMP
 from ledger.flows6 import flows6_at, ip6_bytes, who6
+from ledger.gaps import recent_gaps
 from ledger.records import Login, record_login
 from tests.test_flowlog_outage import sh, wait_for
 
@@ -40,14 +41,17 @@ while time.time() < deadline and not os.path.exists(stop):
     held.append(c); peers.append([peer[0], peer[1]])
     open(out + ".tmp", "w").write(json.dumps(peers)); os.replace(out + ".tmp", out)
 '''
+# Holds one connection until its stop file appears; then closes it with a reset (its conntrack
+# entry ends within the box's 1 s close timeout).
 CLIENT = r'''
-import json, os, socket, sys, time
+import json, os, socket, struct, sys, time
 stop = sys.argv[1]
 s = socket.create_connection(("2001:db8:2::2", 8080), timeout=10)
 print(json.dumps(s.getsockname()[1]), flush=True)
 deadline = time.time() + 90
 while time.time() < deadline and not os.path.exists(stop):
     time.sleep(0.1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)); s.close()
 '''
 
 
@@ -73,6 +77,7 @@ def net6():
         sh("ip", "-6", "route", "add", "default", "via", "2001:db8:1::1", ns=ns["phone"])
         sh("ip", "-6", "route", "add", "2001:db8:1::/64", "via", "2001:db8:2::1", ns=ns["inet"])
         sh("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1", ns=ns["box"])
+        sh("sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_timeout_close=1", ns=ns["box"])
         # Any rule using ct turns conntrack on for IPv6 in the box.
         rules = "table ip6 skl6 {\n chain forward6 {\n  type filter hook forward priority 0;\n  ct state new counter\n }\n}\n"
         sh("nft", "-c", "-f", "-", ns=ns["box"], input=rules)
@@ -118,8 +123,8 @@ def test_ipv6_flow_is_logged_with_the_mac_and_attributed(net6, tmp_path):
         assert p.poll() is None, p.communicate()[1]
         return p
 
-    def connect() -> int:
-        c = subprocess.Popen(["ip", "netns", "exec", ns["phone"], PY, str(tmp_path / "client.py"), str(stop)],
+    def connect(until: Path = stop) -> int:
+        c = subprocess.Popen(["ip", "netns", "exec", ns["phone"], PY, str(tmp_path / "client.py"), str(until)],
                              stdout=subprocess.PIPE, text=True, start_new_session=True)
         procs.append(c)
         return json.loads(c.stdout.readline())
@@ -128,6 +133,9 @@ def test_ipv6_flow_is_logged_with_the_mac_and_attributed(net6, tmp_path):
     port = connect()
     seen = wait_for(lambda: (p := json.loads(peers.read_text())) and p, 20, "the server to see the phone")
     assert seen[0] == [PHONE6, port]  # no translation: the server saw the device's own address
+    reset = tmp_path / "reset"
+    port3 = connect(reset)  # one that will end while the logger is down
+    wait_for(lambda: who6(ledger, PHONE6, port3, ledger.now_ms()), 20, "the third connection to be logged")
     try:
         answers = wait_for(lambda: who6(ledger, PHONE6, port, ledger.now_ms()), 20, "the IPv6 flow to be logged")
     except AssertionError:
@@ -141,12 +149,20 @@ def test_ipv6_flow_is_logged_with_the_mac_and_attributed(net6, tmp_path):
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=10)
     port2 = connect()
-    wait_for(lambda: len(json.loads(peers.read_text())) == 2, 20, "the second connection")
+    wait_for(lambda: len(json.loads(peers.read_text())) == 3, 20, "the second connection")
+    reset.write_text("reset")
+    wait_for(lambda: not sh("conntrack", "-L", "-f", "ipv6", "-p", "tcp", "--orig-port-src", str(port3),
+                            ns=ns["box"], check=False).stdout.strip(), 30, "the reset connection to leave conntrack")
     second = logger(2)
     (b,) = wait_for(lambda: who6(ledger, PHONE6, port2, ledger.now_ms()), 20, "the recovered IPv6 flow")
     assert b["flow"]["mac"] == mac and b["session"]["login_id"] == login_id
     assert flows6_at(ledger, ip6_bytes(PHONE6), port2, ledger.now_ms())[0]["flags"] & FLAG_FROM_DUMP
     assert len(who6(ledger, PHONE6, port, ledger.now_ms())) == 1  # the first one is not recorded twice
+    # The one that ended while the logger was down: closed at restart, end unknown, MAC kept.
+    (gap,) = recent_gaps(ledger, 0)
+    (c,) = who6(ledger, PHONE6, port3, gap["to_ms"] - 1)
+    assert c["flow"]["end_unknown"] and not c["flow"]["open"] and c["flow"]["mac"] == mac
+    assert c["may_be_incomplete"]  # that moment is inside the logger's gap
     stop.write_text("stop")
     second.send_signal(signal.SIGTERM)
     out, err = second.communicate(timeout=30)
