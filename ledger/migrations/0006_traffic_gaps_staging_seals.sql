@@ -68,8 +68,9 @@ CREATE TABLE seal_through (
 -- A time the flow logger was not listening: from the last moment it had stored every event
 -- (its heartbeat) to the moment its new subscription was in place. Flows that started and
 -- ended inside a gap are not in the ledger; `who` answers inside one say they may be incomplete.
+-- AUTOINCREMENT: retention may empty this table, and a reused id would collide with a sealed one.
 CREATE TABLE flowlog_gaps (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     at_ms INTEGER NOT NULL,
     box_id TEXT NOT NULL,
     from_ms INTEGER NOT NULL,
