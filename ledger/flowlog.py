@@ -109,6 +109,7 @@ class FlowLogger:
         self._unsealed: tuple[int, list[tuple]] | None = None
         self._last_heartbeat = 0.0
         self._stopped_ms: int | None = None
+        self._stats_ms = self.stats.started_ms  # when the kernel's drop count was last read
         self._stop = False
 
     def _heartbeat(self, conn: sqlite3.Connection) -> None:
@@ -257,17 +258,38 @@ class FlowLogger:
 
     def write_stats(self, sub: ConntrackSubscription | None = None) -> None:
         """Refresh the kernel's drop count and write the counters as JSON (atomically)."""
+        now_ms = self.ledger.now_ms()
         if sub is not None:
             drops = sub.kernel_drops()
             if drops is not None and drops > self.stats.kernel_drops:
                 print(f"skillspot flowlog: the kernel could not queue {drops - self.stats.kernel_drops} more "
                       "events (buffer full); DESTROY events are redelivered, NEW events are lost",
                       file=sys.stderr)
+                self._record_overflow(self._stats_ms, now_ms, drops - self.stats.kernel_drops)
                 self.stats.kernel_drops = drops
+        self._stats_ms = now_ms
         if self.stats_file:
             tmp = self.stats_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(asdict(self.stats)))
             tmp.replace(self.stats_file)
+
+    def _record_overflow(self, from_ms: int, to_ms: int, dropped: int) -> None:
+        """A full socket buffer lost NEW events: a (partial) gap, so answers then say they may be incomplete.
+
+        Finished flows are complete (their DESTROY is redelivered); a flow whose NEW was lost is
+        invisible while it stays open.
+        """
+        conn = self.ledger.db.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            record_gap(conn, to_ms, self.ledger.box_id, from_ms, to_ms, "netlink buffer overflow",
+                       messages_not_queued=dropped, run_id=self.run_id,
+                       effect="NEW events lost: flows that started then are invisible until they end")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            print(f"skillspot flowlog: could not record the overflow as a gap: {exc}", file=sys.stderr)
 
     def housekeeping(self) -> None:
         """Clock sample, compaction, seal, disk check (each failure reported, none fatal)."""

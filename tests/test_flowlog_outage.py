@@ -276,3 +276,50 @@ def test_killed_logger_leaves_a_gap_and_open_flows_are_recovered(net, tmp_path):
     assert "GAP: flow logger not listening" in res.output and "logger killed or crashed" in res.output
     assert "now (ongoing)" in res.output and "logger stopped" in res.output
     ledger.close()
+
+
+# Runs inside a scratch namespace: the real FlowLogger with a socket buffer far too small for a
+# burst of new flows, so the kernel cannot queue some NEW events while the logger runs.
+OVERFLOW = r"""
+import json, socket, sys, threading, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from ledger.db import open_ledger
+from ledger.flowlog import FlowLogger
+from ledger.gaps import recent_gaps
+d = Path(sys.argv[2])
+led = open_ledger(d / "ledger.sqlite", "skl-box")
+ready = d / "ready"
+lg = FlowLogger(led, d, 90, rcvbuf=4096, nat_only=False, ready_file=ready, flush_seconds=0.2)
+def load():
+    deadline = time.monotonic() + 20
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 7001))
+    for i in range(400):
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.bind(("127.0.0.1", 20000 + i))
+        c.sendto(b"x", ("127.0.0.1", 7001)); c.close()
+    while lg.stats.kernel_drops == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lg.stop()
+threading.Thread(target=load, daemon=True).start()
+stats = lg.run()
+print(json.dumps({"drops": stats.kernel_drops, "new": stats.new,
+                  "gaps": [g for g in recent_gaps(led, 0) if g["reason"] == "netlink buffer overflow"]}))
+"""
+
+
+def test_lost_new_events_while_running_are_a_gap_too(tmp_path):
+    from tests.netns_util import in_ns, scratch_namespace
+    with scratch_namespace("skov") as ns:
+        assert in_ns(ns, ["ip", "link", "set", "lo", "up"]).returncode == 0
+        # Any ct rule turns conntrack on in the namespace.
+        assert in_ns(ns, ["nft", "-f", "-"], input="table ip skov {\n chain out {\n  type filter hook output "
+                                                  "priority 0;\n  ct state new counter\n }\n}\n").returncode == 0
+        done = in_ns(ns, [PY, "-c", OVERFLOW, str(REPO), str(tmp_path)], timeout=90)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["drops"] > 0 and out["new"] < 400  # the buffer really overflowed
+    # Every message the kernel could not queue is accounted for in a gap of its time.
+    assert out["gaps"] and sum(g["detail"]["messages_not_queued"] for g in out["gaps"]) == out["drops"]
+    assert all(g["from_ms"] <= g["to_ms"] for g in out["gaps"])
