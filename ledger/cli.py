@@ -209,11 +209,7 @@ def who_cmd(ctx, public_ip, port, at_ms, slack_ms, admin, as_json) -> None:
     except LedgerError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        if ":" in public_ip:
-            from ledger.flows6 import who6
-            answers = who6(ledger, public_ip, port, at_ms, slack_ms)
-        else:
-            answers = who(ledger, public_ip, port, at_ms, slack_ms)
+        answers = who(ledger, public_ip, port, at_ms, slack_ms)  # IPv4 or IPv6
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     gaps = gaps_covering(ledger, at_ms, slack_ms)

@@ -42,6 +42,8 @@ def test_ipv6_flow_is_attributed_by_mac_once_sealed(led):
     (a,) = who6(led, PHONE, 50000, T0 + 1500)
     assert a["flow"]["open"] and a["flow"]["mac"] == MAC and a["flow"]["src_ip"] == PHONE
     assert a["session"]["line_user_id"] == "Uv6person" and not a["may_be_incomplete"]
+    from ledger.query import who
+    assert who(led, PHONE, 50000, T0 + 1500) == [a]  # the one entry point answers IPv6 too
     # The DESTROY row came without a MAC: the NEW row's is used, and the flow is no longer open.
     stage6(led, [row(1, 0, T0 + 1000, T0 + 5000, 50000, None)])
     seal(led, led.test_key)
