@@ -272,12 +272,12 @@ class Office:
         self.wait_tcp(self.inet_ns, WEB_IP, 80, "internet-web")
         self.wait_tcp(self.inet_ns, LINE_IP, 80, "line-sandbox")
 
-    def start_gate(self) -> subprocess.Popen:
+    def start_gate(self, timeout: float = 30) -> subprocess.Popen:
         """Start `skillspot gate` in the box (it applies the ruleset and reconciles) and wait
         until it answers on its socket."""
         # The office's secrets are published in this file: only the demo override lets them start.
         proc = self.spawn("gate", self.box_ns, self.skillspot("gate"), env={ALLOW_EXAMPLE_SECRETS_ENV: "1"})
-        self.wait_gate()
+        self.wait_gate(timeout)
         return proc
 
     def wait_gate(self, timeout: float = 30) -> None:
