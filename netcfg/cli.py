@@ -125,6 +125,11 @@ def gate_command(ctx, verbose: bool) -> None:
     from sessions.sweeper import Sweeper
 
     cfg = ctx.config
+    from base.config import ConfigError, refuse_placeholder_secrets
+    try:
+        refuse_placeholder_secrets(cfg, "gate")
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:

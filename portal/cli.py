@@ -135,6 +135,11 @@ def portal_server(config, bind: list[str], workers: int, tls_port: int | None = 
 def portal_command(ctx, bind: tuple[str, ...], tls: bool) -> None:
     """Run the captive portal under gunicorn."""
     cfg = ctx.config
+    from base.config import ConfigError, refuse_placeholder_secrets
+    try:
+        refuse_placeholder_secrets(cfg, "portal")
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     ip = cfg.network.lan_address.ip
     if tls:
         if cfg.portal.tls_cert is None:

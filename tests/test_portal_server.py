@@ -4,12 +4,14 @@ Real gunicorn, real TLS, in a scratch namespace of this run (loopback only)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
+from base.config import ALLOW_EXAMPLE_SECRETS_ENV
 from netns_util import in_ns, scratch_namespace
 from portal.cli import server_options
 from simoffice.democerts import make_demo_certs
@@ -91,10 +93,12 @@ def test_one_server_answers_http_and_https_with_keep_alive(tmp_path):
         assert in_ns(ns, ["ip", "link", "set", "lo", "up"]).returncode == 0
         log = open(tmp_path / "portal.log", "wb")
         # The portal asks the gate who is let in: run the real one beside it.
+        env = {**os.environ, ALLOW_EXAMPLE_SECRETS_ENV: "1"}  # the office's made-up secrets
         gate = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "skillspot.cli", "--config",
-                                 str(config), "gate"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                 str(config), "gate"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=env)
         server = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", SERVER, str(config)],
-                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         try:
             got = in_ns(ns, [sys.executable, "-c", CLIENT, str(certs.ca_cert)], timeout=120)
             assert got.returncode == 0, got.stderr[-2000:] + (tmp_path / "portal.log").read_text()[-2000:]

@@ -24,10 +24,10 @@ def test_render_has_the_gate_and_the_garden():
     assert "up_meter" not in text  # no bandwidth cap unless configured
     assert "ip daddr @walled_garden4 tcp dport { 443 } accept" in text
     assert "tcp dport 80 redirect to :8080" in text
-    assert 'oifname "eth0" masquerade' in text
+    assert 'oifname "eth0" meta nfproto ipv4 masquerade' in text  # IPv6 is never translated
     assert "reject with tcp reset" in text and "reject with icmpx admin-prohibited" in text
-    # IPv6 from a device not let in is never forwarded.
-    assert "meta nfproto ipv6 ether saddr @authorised_mac6 accept" in text
+    # IPv6 is off unless configured: nothing IPv6 is forwarded, for anyone.
+    assert "meta nfproto ipv6 jump ipv6_clients" in text and "ether saddr @authorised_mac6 accept" not in text
     # The portal, DNS and DHCP are what an unauthorised visitor may reach on the box.
     assert "udp dport { 53, 67 } accept" in text and "tcp dport { 53, 8080, 8443 } accept" in text
     # Nothing renders a chain named by an nft keyword (`fwd`), or closes two blocks on one line.
