@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import pyotp
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from central.audit import tx
+
 ROLES = ("viewer", "investigator", "admin")
 NAME_RE = re.compile(r"^[A-Za-z0-9._@-]{2,64}$")
 MIN_PASSWORD = 12
@@ -88,7 +90,7 @@ def create(conn: sqlite3.Connection, name: str, role: str, password: str, by: st
     check_password(password)
     secret = pyotp.random_base32()
     try:
-        with conn:
+        with tx(conn):
             cur = conn.execute(
                 "INSERT INTO admin_accounts (name, role, password_hash, totp_secret, created_ms, created_by)"
                 " VALUES (?, ?, ?, ?, ?, ?)", (name, role, generate_password_hash(password), secret, now_ms, by))
@@ -129,7 +131,7 @@ def set_role(conn: sqlite3.Connection, account_id: int, role: str) -> None:
         raise AccountError("no such account")
     if acc.role == "admin" and role != "admin" and not acc.disabled and count_admins(conn) <= 1:
         raise AccountError("this is the last admin: make another admin first")
-    with conn:
+    with tx(conn):
         conn.execute("UPDATE admin_accounts SET role = ? WHERE id = ?", (role, account_id))
         conn.execute("DELETE FROM admin_sessions WHERE account_id = ?", (account_id,))
 
@@ -141,7 +143,7 @@ def set_disabled(conn: sqlite3.Connection, account_id: int, disabled: bool) -> N
         raise AccountError("no such account")
     if disabled and acc.role == "admin" and not acc.disabled and count_admins(conn) <= 1:
         raise AccountError("this is the last admin: make another admin first")
-    with conn:
+    with tx(conn):
         conn.execute("UPDATE admin_accounts SET disabled = ? WHERE id = ?", (int(disabled), account_id))
         if disabled:
             conn.execute("DELETE FROM admin_sessions WHERE account_id = ?", (account_id,))
@@ -153,7 +155,7 @@ def reset_totp(conn: sqlite3.Connection, account_id: int) -> NewAccount:
     if acc is None:
         raise AccountError("no such account")
     secret = pyotp.random_base32()
-    with conn:
+    with tx(conn):
         conn.execute("UPDATE admin_accounts SET totp_secret = ?, totp_last_step = 0 WHERE id = ?", (secret, account_id))
         conn.execute("DELETE FROM admin_sessions WHERE account_id = ?", (account_id,))
     return NewAccount(acc, secret, pyotp.TOTP(secret).provisioning_uri(name=acc.name, issuer_name=ISSUER))
@@ -162,7 +164,7 @@ def reset_totp(conn: sqlite3.Connection, account_id: int) -> NewAccount:
 def set_password(conn: sqlite3.Connection, account_id: int, password: str) -> None:
     """Set a new password; the account's sessions end."""
     check_password(password)
-    with conn:
+    with tx(conn):
         conn.execute("UPDATE admin_accounts SET password_hash = ? WHERE id = ?",
                      (generate_password_hash(password), account_id))
         conn.execute("DELETE FROM admin_sessions WHERE account_id = ?", (account_id,))
@@ -205,10 +207,10 @@ def authenticate(conn: sqlite3.Connection, name: str, password: str, code: str, 
                 step = at // totp.interval
                 break
     if r is None or not ok_pw or step is None or step <= r[3] or r[4]:
-        with conn:
+        with tx(conn):
             conn.execute("INSERT INTO admin_login_failures (name, ip, at_ms) VALUES (?, ?, ?)", (name, ip, now_ms))
         return None
-    with conn:
+    with tx(conn):
         conn.execute("UPDATE admin_accounts SET totp_last_step = ? WHERE id = ?", (step, r[0]))
         conn.execute("DELETE FROM admin_login_failures WHERE name = ?", (name,))
     return get(conn, r[0])
@@ -221,7 +223,7 @@ def _token_hash(token: str) -> str:
 def start_session(conn: sqlite3.Connection, account: Account, ip: str, now_ms: int) -> str:
     """A new session token for the cookie (only its hash is stored)."""
     token = secrets.token_urlsafe(32)
-    with conn:
+    with tx(conn):
         conn.execute("INSERT INTO admin_sessions (token_hash, account_id, created_ms, seen_ms, ip) VALUES (?, ?, ?, ?, ?)",
                      (_token_hash(token), account.id, now_ms, now_ms, ip))
     return token
@@ -239,12 +241,12 @@ def session_account(conn: sqlite3.Connection, token: str, now_ms: int, idle_ms: 
     acc = get(conn, r[0])
     if acc is None or acc.disabled:
         return None
-    with conn:
+    with tx(conn):
         conn.execute("UPDATE admin_sessions SET seen_ms = ? WHERE token_hash = ?", (now_ms, h))
     return acc
 
 
 def end_session(conn: sqlite3.Connection, token: str) -> None:
     """Forget a session (logout)."""
-    with conn:
+    with tx(conn):
         conn.execute("DELETE FROM admin_sessions WHERE token_hash = ?", (_token_hash(token),))

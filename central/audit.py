@@ -11,9 +11,27 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 GENESIS = "0" * 64
+
+
+@contextmanager
+def tx(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error), on an autocommit
+    connection as the centre's AppDB hands out; inside an open transaction it just joins it."""
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 @dataclass(frozen=True)
@@ -42,9 +60,7 @@ def record(conn: sqlite3.Connection, at_ms: int, admin: str, role: str, action: 
            result_count: int | None = None, case_ref: str | None = None, ip: str = "") -> int:
     """Append one entry and return its id. The chain is extended inside one write transaction."""
     q = json.dumps(query, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    with conn:
-        if not conn.in_transaction:  # take the write lock before reading the chain's head
-            conn.execute("BEGIN IMMEDIATE")
+    with tx(conn):  # the write lock is taken before the chain's head is read
         row = conn.execute("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
         prev = row[0] if row else GENESIS
         h = _hash(prev, at_ms, admin, role, action, case_ref, q, result_count, ip)

@@ -12,6 +12,8 @@ import re
 import sqlite3
 from dataclasses import dataclass
 
+from central.audit import tx
+
 DAY_MS = 86_400_000
 MAX_KEEP_MS = 730 * DAY_MS   # 2 years, counted from the end of the slice's data
 REF_RE = re.compile(r"^[\w./:#() -]{3,80}$", re.UNICODE)
@@ -79,7 +81,7 @@ def open_case(conn: sqlite3.Connection, reference: str, authority: str, note: st
     if not authority.strip():
         raise CaseError("name the authority that asked (police station, court)")
     try:
-        with conn:
+        with tx(conn):
             cur = conn.execute("INSERT INTO cases (reference, authority, note, created_ms, created_by)"
                                " VALUES (?, ?, ?, ?, ?)", (reference, authority.strip(), note.strip(), now_ms, by))
     except sqlite3.IntegrityError:
@@ -118,7 +120,7 @@ def all_cases(conn: sqlite3.Connection) -> list[Case]:
 
 def close_case(conn: sqlite3.Connection, case_id: int, now_ms: int) -> None:
     """Close a case (no more searches under it). Its slices keep their dates and holds."""
-    with conn:
+    with tx(conn):
         conn.execute("UPDATE cases SET closed_ms = ? WHERE id = ? AND closed_ms IS NULL", (now_ms, case_id))
 
 
@@ -135,7 +137,7 @@ def add_range(conn: sqlite3.Connection, case_id: int, box_id: str | None, start_
                         "(CCA s.26); for longer, set a legal hold")
     if keep_until_ms < now_ms and not hold:
         raise CaseError("the keep-until date is in the past")
-    with conn:
+    with tx(conn):
         cur = conn.execute("INSERT INTO case_ranges (case_id, box_id, start_ms, end_ms, keep_until_ms, hold,"
                            " created_ms, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                            (case_id, box_id or None, start_ms, end_ms, keep_until_ms, int(hold), now_ms, by))
@@ -144,7 +146,7 @@ def add_range(conn: sqlite3.Connection, case_id: int, box_id: str | None, start_
 
 def release_hold(conn: sqlite3.Connection, range_id: int, by: str, now_ms: int) -> None:
     """End a legal hold; the slice then keeps only its keep-until date."""
-    with conn:
+    with tx(conn):
         conn.execute("UPDATE case_ranges SET hold = 0, released_ms = ?, released_by = ? WHERE id = ? AND hold = 1",
                      (now_ms, by, range_id))
 
