@@ -62,7 +62,7 @@ def init_admin(app: Flask, config: Any, services: Any, clock=None) -> AdminConte
     data_dir.mkdir(parents=True, exist_ok=True)
     context = AdminContext(connect=_connector(services), store=services.store, settings=settings,
                            key=load_or_create_key(data_dir / "centre-export-key.pem"), data_dir=data_dir,
-                           clock=clock or getattr(services, "clock_ms", None) or (lambda: int(time.time() * 1000)),
+                           clock=clock or getattr(services, "now_ms", None) or (lambda: int(time.time() * 1000)),
                            services=services)
     app.extensions[EXTENSION] = context
     if not app.secret_key:
