@@ -218,3 +218,53 @@ def test_centre_export_has_the_box_format_and_the_box_verifier_accepts_it(tmp_pa
     assert any("flows.csv" in p for p in box_export.verify_export(out, key.public_key()))
     with pytest.raises(FileExistsError):  # exports never overwrite
         cexport.write_export(out, key, rows, "box-a", "", T0, T0, "somchai", T0, None, None)
+
+
+def test_cli_creates_the_first_admin_and_checks_the_audit_chain(tmp_path):
+    import click
+    from click.testing import CliRunner
+
+    from central.admin.cli import admin_group
+    cfg = tmp_path / "central.toml"
+    cfg.write_text(f'data_dir = "{tmp_path / "data"}"\n', encoding="utf-8")
+
+    @click.group()
+    @click.pass_context
+    def main(ctx):  # as `central` does it: ctx.obj is the config path
+        ctx.obj = str(cfg)
+    main.add_command(admin_group)
+    run = CliRunner()
+    res = run.invoke(main, ["admin", "create", "somchai", "--role", "admin", "--password-stdin"], input=PW + "\n")
+    assert res.exit_code == 0, res.output
+    secret = res.output.split("TOTP key: ")[1].split()[0]
+    db = AppDB(tmp_path / "data" / "central.sqlite")
+    import time
+    now = int(time.time() * 1000)
+    assert accounts.authenticate(db.connect(), "somchai", PW, code_at(secret, now), "cli", now).role == "admin"
+    again = run.invoke(main, ["admin", "create", "somchai", "--password-stdin"], input=PW + "\n")
+    assert again.exit_code == 1 and "exists already" in again.output
+    weak = run.invoke(main, ["admin", "create", "nok", "--password-stdin"], input="short\n")
+    assert weak.exit_code == 1 and "12 characters" in weak.output
+    ok = run.invoke(main, ["admin", "audit-verify"])
+    assert ok.exit_code == 0 and "intact: 1 entries" in ok.output
+    key = run.invoke(main, ["admin", "export-key"])
+    assert key.exit_code == 0 and "BEGIN PUBLIC KEY" in key.output
+    db.connect().execute("DROP TRIGGER audit_log_no_update")
+    db.connect().execute("UPDATE audit_log SET admin = 'x'")
+    bad = run.invoke(main, ["admin", "audit-verify"])
+    assert bad.exit_code == 1 and "content changed" in bad.output
+
+
+def test_every_admin_page_string_has_a_thai_translation():
+    from pathlib import Path
+
+    from babel.messages.extract import extract_from_dir
+    from babel.messages.pofile import read_po
+    root = Path(__file__).resolve().parent.parent
+    ids = {m[2] if isinstance(m[2], str) else m[2][0] for m in extract_from_dir(str(root / "central"), method_map=[
+        ("admin/**.py", "python"), ("templates/**.html", "jinja2")])}
+    with (root / "central/translations/th/LC_MESSAGES/messages.po").open("rb") as fh:
+        th = {m.id: m.string for m in read_po(fh) if m.id}
+    missing = sorted(i for i in ids if not th.get(i))
+    assert len(ids) > 100 and not missing, missing
+    assert all(th.get(r) for r in accounts.ROLES)  # role names are translated where shown

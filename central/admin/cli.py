@@ -5,8 +5,10 @@ audit log's chain.
     central admin audit-verify
     central admin export-key                      # the public key officials use to check exports
 
-The centre's CLI registers `admin_group`; it passes the app database through ctx.obj (an object with
-`appdb` having connect() or path, and `data_dir`), or --appdb / --data-dir name them directly.
+The centre's CLI registers `admin_group` (`main.add_command(admin_group)`); its ctx.obj is the path
+of the centre's TOML, from which the app database and data_dir are found. --appdb / --data-dir name
+them directly instead. Only the SQLite app database is opened (never chDB), so this works while the
+service runs.
 """
 from __future__ import annotations
 
@@ -21,16 +23,14 @@ from central import accounts, audit
 
 
 def _connect(ctx: click.Context) -> sqlite3.Connection:
-    path = ctx.obj.get("appdb_path") if isinstance(ctx.obj, dict) else None
-    obj_db = getattr(ctx.obj, "appdb", None) if not isinstance(ctx.obj, dict) else None
-    if obj_db is not None and callable(getattr(obj_db, "connect", None)):
-        return obj_db.connect()
-    path = path or getattr(obj_db, "path", None)
+    path = ctx.obj.get("appdb_path")
     if not path:
-        raise click.UsageError("name the app database: --appdb PATH (or run through `central admin`)")
-    if not Path(path).exists():
-        raise click.UsageError(f"{path} does not exist. Fix: start the centre once (it creates and migrates it)")
-    return sqlite3.connect(path)
+        raise click.UsageError("name the app database: --appdb PATH, or the centre's config with `central -c FILE`")
+    from central.appdb import AppDB, AppDBError
+    try:
+        return AppDB(path).connect()  # creates and migrates it if the centre never ran yet
+    except AppDBError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.group("admin")
@@ -39,13 +39,15 @@ def _connect(ctx: click.Context) -> sqlite3.Connection:
 @click.pass_context
 def admin_group(ctx: click.Context, appdb: str | None, data_dir: str | None) -> None:
     """Central admin accounts and the audit log."""
-    if ctx.obj is None:
-        ctx.obj = {}
-    if isinstance(ctx.obj, dict):
-        if appdb:
-            ctx.obj["appdb_path"] = appdb
-        if data_dir:
-            ctx.obj["data_dir"] = data_dir
+    found: dict = {}
+    if isinstance(ctx.obj, (str, Path)) and not (appdb and data_dir):
+        from central.config import CentralConfigError, load
+        try:
+            cfg = load(ctx.obj)
+        except CentralConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+        found = {"appdb_path": cfg.appdb_path, "data_dir": cfg.data_dir}
+    ctx.obj = {"appdb_path": appdb or found.get("appdb_path"), "data_dir": data_dir or found.get("data_dir")}
 
 
 @admin_group.command("create")
@@ -95,7 +97,7 @@ def audit_verify(ctx: click.Context) -> None:
 def export_key(ctx: click.Context) -> None:
     """Print the centre's export public key (PEM) and its key id."""
     from central.admin.export import key_id, load_or_create_key, public_pem
-    data_dir = (ctx.obj.get("data_dir") if isinstance(ctx.obj, dict) else getattr(ctx.obj, "data_dir", None))
+    data_dir = ctx.obj.get("data_dir")
     if not data_dir:
         raise click.UsageError("name the data directory: --data-dir PATH")
     key = load_or_create_key(Path(data_dir) / "centre-export-key.pem")

@@ -145,7 +145,8 @@ def boxes():
     rows = ctx().boxes(db())
     for b in rows:
         seen = b.get("last_seen_ms")
-        b["silent"] = seen is None or now - seen > silent_ms
+        # A revoked box is expected to be silent; every other box must be heard from in time.
+        b["silent"] = not b.get("revoked_ms") and (seen is None or now - seen > silent_ms)
         b["silent_for_s"] = None if seen is None else max(0, (now - seen) // 1000)
     log("view_boxes", {}, len(rows))
     return page("admin/boxes.html", boxes=rows, silent_after_s=ctx().settings.silent_after_s,
