@@ -9,7 +9,7 @@ setup(
     packages=find_packages(include=[
         "base", "base.*", "skillspot", "skillspot.*", "simoffice", "simoffice.*", "portal", "portal.*", "radius", "radius.*",
         "netcfg", "netcfg.*", "provisioning", "provisioning.*", "ledger", "ledger.*",
-        "lineapi", "lineapi.*",
+        "lineapi", "lineapi.*", "syncapi", "syncapi.*", "boxsync", "boxsync.*", "central", "central.*",
     ]),
     include_package_data=True,
     package_data={
@@ -18,6 +18,8 @@ setup(
         "provisioning": ["templates/*"],
         "radius": ["dictionary*"],
         "lineapi": ["templates/*.html"],
+        "syncapi": ["openapi.yaml"],
+        "central": ["migrations/*.sql", "templates/**/*", "static/*", "translations/*/LC_MESSAGES/*"],
     },
     install_requires=[
         "flask>=3.0",
@@ -36,7 +38,9 @@ setup(
         "flask-babel>=4.0",
     ],
     extras_require={
-        "test": ["pytest>=8", "playwright>=1.45"],
+        "test": ["pytest>=8", "playwright>=1.45", "openapi-core>=0.19"],
+        # The centre (never on a box): embedded ClickHouse, the server client, schema validation.
+        "central": ["chdb>=3.0", "clickhouse-connect>=0.8", "jsonschema>=4.20", "pyyaml>=6"],
     },
-    entry_points={"console_scripts": ["skillspot=skillspot.cli:main"]},
+    entry_points={"console_scripts": ["skillspot=skillspot.cli:main", "central=central.cli:main"]},
 )

@@ -85,6 +85,29 @@ def create_app(config: CentralConfig, services: Services) -> Flask:
     def healthz() -> Any:
         return jsonify({"ok": True, "store": services.store.backend.name, "time_ms": services.now_ms()})
 
+    @app.post("/internal/retention")
+    def internal_retention() -> Any:
+        # `central retention` on a timer asks the running service (it holds the chDB folder).
+        from flask import abort, request
+        from central import retention
+        from central.cli import internal_token
+        if request.remote_addr not in ("127.0.0.1", "::1") or \
+                request.headers.get("X-Central-Internal", "") != internal_token(config):
+            abort(403)
+        dry = bool((request.get_json(silent=True) or {}).get("dry_run"))
+        return jsonify(retention.run(services.store, services.appdb, services.now_ms(), config.retention.days, dry))
+
+    @app.get("/internal/rowkeys/<box_id>")
+    def internal_rowkeys(box_id: str) -> Any:
+        # Reconciliation (ops and the end-to-end tests): every row key the store holds for a box,
+        # per table, with duplicates visible (a list, not a set). Loopback + token only.
+        from flask import abort, request
+        from central.cli import internal_token
+        if request.remote_addr not in ("127.0.0.1", "::1") or \
+                request.headers.get("X-Central-Internal", "") != internal_token(config):
+            abort(403)
+        return jsonify(services.store.row_keys(box_id))
+
     # ---- admin pages (central/admin/, owned by the admin side) ---------------------------
     # ADMIN-BLUEPRINTS-HERE: the admin helper registers its blueprints on the next line.
     _init_admin(app, config, services)

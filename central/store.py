@@ -608,6 +608,27 @@ class Store:
                    {"b": box_id} if box_id else None)[0]
         return r["n"], r["u"]
 
+    def row_keys(self, box_id: str) -> dict[str, list]:
+        """Every stored row of a box as box-side keys, per box table, duplicates kept (reconciliation).
+
+        flows come back as "flow_segments" [segment id, index] and "flows_long" [id]; box_rows under
+        their own table names; the rest as ids.
+        """
+        out: dict[str, list] = {}
+        for r in self.q("SELECT row_key FROM {db}.flows WHERE box_id = {b:String}", {"b": box_id}):
+            k = r["row_key"]
+            if k & FLOW_LONG_BIT:
+                out.setdefault("flows_long", []).append(k & ~FLOW_LONG_BIT)
+            else:
+                out.setdefault("flow_segments", []).append([k >> 16, k & 0xFFFF])
+        for t in ("leases", "logins", "logouts", "radius_acct", "clock_samples"):
+            ids = [r["row_id"] for r in self.q(f"SELECT row_id FROM {{db}}.{t} WHERE box_id = {{b:String}}", {"b": box_id})]
+            if ids:
+                out[t] = ids
+        for r in self.q("SELECT tbl, row_id FROM {db}.box_rows WHERE box_id = {b:String}", {"b": box_id}):
+            out.setdefault(r["tbl"], []).append(r["row_id"])
+        return out
+
     # ---- retention ----------------------------------------------------------------------------
     def partitions(self) -> dict[str, list[str]]:
         """Active day partitions (YYYYMMDD, Bangkok) per retained table."""
