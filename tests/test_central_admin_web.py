@@ -13,8 +13,8 @@ import zipfile
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from central import audit, cases
-from central_admin_util import MIN, PW, T0, Centre, populate
+from central import accounts, audit, cases
+from central_admin_util import PW, Centre, populate
 
 CASE = "ตช 0026.1/12345"
 
@@ -233,9 +233,9 @@ def test_admin_manages_accounts_and_case_retention_through_the_pages(centre):
     weak = cl.post("/admin/accounts?lang=en", data={"csrf": cl.csrf, "name": "weak", "role": "viewer", "password": "x"})
     assert weak.status_code == 400 and "12 characters" in weak.get_data(as_text=True)
     conn = centre.services.appdb.connect()
-    malee = [a for a in __import__("central.accounts").accounts.all_accounts(conn) if a.name == "malee"][0]
+    malee = [a for a in accounts.all_accounts(conn) if a.name == "malee"][0]
     cl.post(f"/admin/accounts/{malee.id}/role", data={"csrf": cl.csrf, "role": "investigator"})
-    assert __import__("central.accounts").accounts.get(conn, malee.id).role == "investigator"
+    assert accounts.get(conn, malee.id).role == "investigator"
     case = cases.by_reference(conn, CASE)
     too_long = cl.post(f"/admin/cases/{case.id}/ranges?lang=en", data={
         "csrf": cl.csrf, "box_id": "box-cm01", "start": "2026-09-22 08:00", "end": "2026-09-22 09:00",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from flask import current_app, g
+from flask import current_app
 
 from central.admin.settings import AdminSettings
 

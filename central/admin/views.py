@@ -162,7 +162,7 @@ def _case_for(action: str, query: dict) -> tuple[str | None, str | None]:
         return None, None
     try:
         return cases.require_open(db(), ref).reference, None
-    except cases.CaseError as exc:
+    except cases.CaseError:
         log("refused", {"reason": "case", "action": action, **query}, None, ref or None)
         return None, _case_error(ref)
 
