@@ -6,11 +6,8 @@ setup(
     version="0.1.0",
     description="Captive portal, RADIUS hook, firewall and traffic-data ledger for DSD public WiFi",
     python_requires=">=3.11",
-    packages=find_packages(include=[
-        "base", "base.*", "skillspot", "skillspot.*", "simoffice", "simoffice.*", "portal", "portal.*", "radius", "radius.*",
-        "netcfg", "netcfg.*", "provisioning", "provisioning.*", "ledger", "ledger.*",
-        "lineapi", "lineapi.*", "syncapi", "syncapi.*", "boxsync", "boxsync.*", "central", "central.*",
-    ]),
+    # Every top-level package of the repository except tests, benchmarks and docs.
+    packages=find_packages(exclude=["tests", "tests.*", "bench", "bench.*", "docs", "examples", "ansible*"]),
     include_package_data=True,
     package_data={
         "ledger": ["migrations/*.sql"],
@@ -40,7 +37,8 @@ setup(
     extras_require={
         "test": ["pytest>=8", "playwright>=1.45", "openapi-core>=0.19"],
         # The centre (never on a box): embedded ClickHouse, the server client, schema validation.
-        "central": ["chdb>=3.0", "clickhouse-connect>=0.8", "jsonschema>=4.20", "pyyaml>=6"],
+        # pyotp: the TOTP second factor of the central admin pages.
+        "central": ["chdb>=3.0", "clickhouse-connect>=0.8", "jsonschema>=4.20", "pyyaml>=6", "pyotp>=2.9"],
     },
     entry_points={"console_scripts": ["skillspot=skillspot.cli:main", "central=central.cli:main"]},
 )

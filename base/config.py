@@ -123,12 +123,19 @@ class RadiusClientConfig(Section):
 
 
 class RadiusConfig(Section):
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data):
+        if isinstance(data, dict) and "idle_timeout_seconds" in data:
+            raise ValueError("radius.idle_timeout_seconds was removed; fix: delete it and set portal.idle_seconds, "
+                             "the one idle setting (it drives the kernel's idle set and the RADIUS Idle-Timeout)")
+        return data
+
     listen_address: Annotated[ipaddress.IPv4Address, Field(description='address the RADIUS server binds, e.g. "127.0.0.1"')] = ipaddress.IPv4Address("127.0.0.1")
     auth_port: Annotated[int, Field(ge=1, le=65535, description="authentication port, usually 1812")] = 1812
     acct_port: Annotated[int, Field(ge=1, le=65535, description="accounting port, usually 1813")] = 1813
     clients: Annotated[list[RadiusClientConfig], Field(description="the NASes allowed to talk to us, each with its own secret")] = []
     require_message_authenticator: Annotated[bool, Field(description="refuse Access-Requests without Message-Authenticator (hostapd always sends it)")] = True
-    idle_timeout_seconds: Annotated[int, Field(ge=60, le=86400, description="Idle-Timeout sent in Access-Accept, seconds")] = 900
     interim_interval_seconds: Annotated[int, Field(ge=60, le=86400, description="accounting interim interval, seconds (hostapd ignores under 60)")] = 300
     block_list: Annotated[list[Annotated[str, Field(pattern=r"^([0-9A-Fa-f]{2}[:-]?){5}[0-9A-Fa-f]{2}$")]],
                           Field(description='MACs refused at association, e.g. ["aa:bb:cc:dd:ee:ff"]')] = []
@@ -149,6 +156,20 @@ class HostapdConfig(Section):
     nas_identifier: Annotated[str, Field(min_length=1, max_length=48, description="NAS-Identifier hostapd sends (unique per BSS)")] = "skillspot"
     own_ip_addr: Annotated[ipaddress.IPv4Address, Field(description="hostapd's own address towards the RADIUS server (NAS-IP-Address); must be one of radius.clients")] = ipaddress.IPv4Address("127.0.0.1")
     ctrl_interface: Annotated[str, Field(description="hostapd's control socket directory (empty: none)")] = "/run/hostapd"
+
+
+class GateConfig(Section):
+    socket: Annotated[Path, Field(description='the gate\'s Unix socket, e.g. "/run/skillspot/gate.sock"')] = Path("/run/skillspot/gate.sock")
+    socket_group: Annotated[str, Field(pattern=r"^([a-z_][a-z0-9_-]{0,31})?$", description='the group whose members may use the gate (the portal, RADIUS, the lease hook), e.g. "skillspot-gate"; empty: the gate\'s own group')] = "skillspot-gate"
+    socket_mode: Annotated[str, Field(pattern=r"^0?[0-7]{3}$", description='the socket\'s file mode in octal, e.g. "0660" (never world-writable: anyone who can write it can let devices in)')] = "0660"
+    sweep_seconds: Annotated[int, Field(ge=1, le=300, description="how often the gate writes the logout rows of sessions the kernel ended (timeout, idle) and reconciles, seconds, 1 to 300")] = 10
+    timeout_seconds: Annotated[float, Field(gt=0, le=30, description="how long a client waits for the gate's answer, seconds")] = 5.0
+
+    @model_validator(mode="after")
+    def _not_world_writable(self) -> "GateConfig":
+        if int(self.socket_mode, 8) & 0o002:
+            raise ValueError(f"socket_mode {self.socket_mode} lets anyone on the box let devices in; fix: use \"0660\"")
+        return self
 
 
 class LedgerConfig(Section):
@@ -182,12 +203,18 @@ class Config(Section):
     radius: RadiusConfig = RadiusConfig()
     hostapd: HostapdConfig = HostapdConfig()
     ledger: LedgerConfig = LedgerConfig()
+    gate: GateConfig = GateConfig()
     central: CentralConfig = CentralConfig()
 
     @property
     def ledger_path(self) -> Path:
         """Where the SQLite ledger lives."""
         return self.box.data_dir / "ledger.sqlite"
+
+    @property
+    def sessions_lock_path(self) -> Path:
+        """The admission lock every process that lets devices in or out shares (sessions/)."""
+        return self.box.data_dir / "sessions.lock"
 
 
 def _field_hint(model: type[BaseModel], loc: tuple) -> str:

@@ -19,6 +19,10 @@ DOWN_METER = "down_meter"
 WALLED_GARDEN4_SET = "walled_garden4"  # filled by dnsmasq (nftset=) from DNS answers
 WALLED_GARDEN6_SET = "walled_garden6"
 WALLED_GARDEN_TTL = "1h"
+# Without an explicit size the kernel caps a set at 65,535 elements and the next login fails
+# ("Too many open files in system"). Elements are allocated as they are added, so a large cap
+# costs nothing until it is used.
+SET_SIZE = 1_048_576
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ def render_ruleset(p: RulesetParams) -> str:
         meters = "".join(f"""
     set {name} {{
         type ipv4_addr
+        size {SET_SIZE}
         flags dynamic,timeout
         timeout 1m
     }}""" for name in (UP_METER, DOWN_METER))
@@ -72,17 +77,20 @@ table {FAMILY} {TABLE} {{
     # session on time even when every skillspot process is down.
     set {AUTHORISED_SET} {{
         type ether_addr . ipv4_addr
+        size {SET_SIZE}
         flags timeout
     }}
     # Refreshed by every packet a let-in device sends; an element that runs out means the
     # device was idle too long, and it is treated as logged out (here and in the portal).
     set {ACTIVE_SET} {{
         type ether_addr . ipv4_addr
+        size {SET_SIZE}
         flags dynamic,timeout
         timeout {p.idle_seconds}s
     }}
     set {AUTHORISED_MAC6_SET} {{
         type ether_addr
+        size {SET_SIZE}
         flags timeout
     }}
     # The LINE login hosts, filled by dnsmasq as it resolves them: no IP list kept by hand.

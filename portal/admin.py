@@ -19,9 +19,9 @@ from flask_babel import gettext as _
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ledger.records import active_logins, log_event
+from netcfg.gate import GateError
 from portal.clients import client_ip
 from portal.context import config, services
-from portal.sessions import end_session
 from portal.urls import safe_next
 from base.addr import normalise_mac
 
@@ -125,8 +125,13 @@ def health() -> dict:
     svc = services()
     ledger_path = Path(svc.ledger.path)
     size = sum(p.stat().st_size for p in (ledger_path, Path(f"{ledger_path}-wal")) if p.exists())
+    try:
+        gate = svc.gate.health()
+    except GateError as exc:
+        gate = {"ok": False, "error": str(exc)}
     return {"ledger_mb": round(size / 2**20, 2), "disk": _disk(ledger_path.parent),
-            "system_uptime_s": _uptime_seconds(), "portal_uptime_s": round(time.time() - svc.started)}
+            "system_uptime_s": _uptime_seconds(), "portal_uptime_s": round(time.time() - svc.started),
+            "gate": gate}
 
 
 def online_clients() -> list[dict]:
@@ -136,7 +141,7 @@ def online_clients() -> list[dict]:
     for row in active_logins(svc.ledger):  # newest first
         logins.setdefault(row["mac"], row)
     clients = []
-    for auth in sorted(svc.gate.authorised(), key=lambda a: a.ip):
+    for auth in sorted(svc.gate.authorised(), key=lambda a: tuple(int(x) for x in a.ip.split("."))):
         row = logins.get(auth.mac, {})
         clients.append({"mac": auth.mac, "ip": auth.ip, "seconds_left": auth.expires,
                         "name": row.get("display_name", ""), "line_user_id": row.get("line_user_id", ""),
@@ -161,13 +166,6 @@ def revoke():
         mac = normalise_mac(request.form.get("mac", ""))
     except ValueError:
         return _page("admin_error.html", 400, message=_("That is not a MAC address; nothing was revoked."))
-    addresses = end_session(svc.ledger, svc.gate, mac, "admin_revoke", admin=admin)
-    if svc.disconnect is not None:
-        try:
-            result = svc.disconnect(mac)
-            log_event(svc.ledger, "das_disconnect", mac, admin=admin, acked=getattr(result, "acked", None),
-                      detail=getattr(result, "detail", str(result)))
-        except Exception as exc:  # the gate is already shut; a failed Disconnect is only noted
-            log_event(svc.ledger, "das_disconnect", mac, admin=admin, acked=False,
-                      detail=f"{type(exc).__name__}: {exc}")
+    # The session layer shuts the gate, writes the logout row and sends the RADIUS Disconnect.
+    addresses = svc.sessions.end(mac, "admin_revoke", admin=admin)
     return redirect(url_for("admin.home", notice=f"revoked {mac} ({', '.join(addresses) or 'no address'})"), code=303)

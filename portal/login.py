@@ -16,6 +16,7 @@ from flask import Blueprint, Response, jsonify, redirect, render_template, reque
 from flask_babel import force_locale, gettext as _
 
 from ledger.db import LedgerError
+from netcfg.gate import GateError
 from ledger.records import Login, log_event
 from lineapi.client import LineError, callback_error, new_pkce, new_token
 from portal.attempts import Attempt
@@ -23,7 +24,6 @@ from portal.clients import authorisation_for, client_ip, client_mac, detect_brow
 from portal.context import config, services
 from portal.i18n import current_language, ui_locales
 from portal.notify import push_welcome_async
-from portal.sessions import admit
 from portal.urls import safe_next
 
 bp = Blueprint("login", __name__)
@@ -191,17 +191,22 @@ def callback():
     seconds = cfg.portal.session_seconds
     changed = request.args.get("friendship_status_changed")
     try:
-        admit(svc.ledger, svc.gate, Login(
+        svc.sessions.admit(Login(
             method="line", line_user_id=claims.sub, display_name=claims.name or "", friend=friend,
             friendship_changed=None if changed not in ("true", "false") else changed == "true",
             consent_version=attempt.terms_version, mac=mac, ip=ip,
-            expires_ms=int((svc.clock() + seconds) * 1000)), seconds, cfg.portal.max_devices_per_user)
+            expires_ms=int((svc.clock() + seconds) * 1000)), seconds)
         log_event(svc.ledger, "oa_consent", claims.sub, given=attempt.oa_consent,
                   terms_version=attempt.terms_version, mac=mac)
     except LedgerError:
         log.exception("ledger write failed; the device stays at the portal")
         return failure("unavailable", _("WiFi login is temporarily unavailable"),
                        _("Please try again in a few minutes or ask the staff."), 503)
+    except GateError as exc:
+        log.warning("gate: %s; the device stays at the portal", exc)
+        return failure("gate_unavailable", _("Just a moment"),
+                       _("The WiFi is getting ready. Please try again in a moment."), 503,
+                       retry_url=login_url(terms_version, attempt.oa_consent, next_path=attempt.next_path))
     except Exception:
         log.exception("gate failed; the device stays at the portal")
         return failure("unavailable", _("WiFi login is temporarily unavailable"),
@@ -239,7 +244,29 @@ def welcome():
     info = session.get("welcome") or {}
     return no_store(Response(render_template(
         "welcome.html", name=info.get("name", ""), seconds=max(0, int(auth.expires)),
-        oa_basic_id=config().line.oa_basic_id, oa_link=_oa_link())))
+        oa_basic_id=config().line.oa_basic_id, oa_link=_oa_link(), logout_token=_logout_token())))
+
+
+def _logout_token() -> str:
+    if "logout" not in session:
+        session["logout"] = new_token()
+    return session["logout"]
+
+
+@bp.post("/logout")
+def logout():
+    """The visitor ends their own session (a form on the welcome page; the token stops another
+    site from logging people out)."""
+    sent = request.form.get("token", "")
+    if not sent or sent != session.get("logout"):
+        return failure("invalid", _("Not allowed"), _("This page is not available from here."), 403)
+    auth = authorisation_for(client_ip())
+    if auth is not None:
+        services().sessions.end(auth.mac, "logout")
+    session.pop("logout", None)
+    return no_store(Response(render_template("error.html", reason="logged_out", title=_("You are logged out"),
+                                             message=_("Thank you for using DSD Free WiFi."), retry_url="/",
+                                             lang_base="/")))
 
 
 @bp.get("/waiting")

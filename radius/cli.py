@@ -31,7 +31,11 @@ def radius_command(click_ctx: click.Context, verbose: bool) -> None:
         ledger = open_ledger(cfg.ledger_path, cfg.box.id)
     except LedgerError as exc:
         raise click.ClickException(str(exc)) from None
-    server = RadiusServer(cfg.radius, ledger)
+    from sessions import build_sessions
+    sessions = build_sessions(cfg, ledger)
+    # The station left the access point: its session ends here (gate and logout row "radius_stop").
+    server = RadiusServer(cfg.radius, ledger, idle_seconds=cfg.portal.idle_seconds,
+                          on_stop=lambda mac, _pending: sessions.end(mac, "radius_stop"))
     try:
         server.bind()
     except OSError as exc:

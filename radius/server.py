@@ -49,6 +49,7 @@ class Pending:
     reply: bytes
     write: Callable[[Ledger], object]
     summary: str
+    stop_mac: str | None = None  # an Accounting Stop of this station: its session ends after the answer
 
 
 def _first(pkt: rp.Packet, name: str):
@@ -85,9 +86,15 @@ def _octets(pkt: rp.Packet, low: str, giga: str) -> int | None:
 class RadiusServer:
     """Serve hostapd's MAC-ACL Access-Requests and Accounting-Requests into the ledger."""
 
-    def __init__(self, cfg: RadiusConfig, ledger: Ledger) -> None:
+    def __init__(self, cfg: RadiusConfig, ledger: Ledger, idle_seconds: int = 900,
+                 on_stop: Callable[[str, "Pending"], None] | None = None) -> None:
+        """`idle_seconds` is portal.idle_seconds (sent as Idle-Timeout); `on_stop(mac, record)` is
+        called once an Accounting Stop is committed and answered (the session layer ends the
+        device's session there)."""
         self.cfg = cfg
         self.ledger = ledger
+        self.idle_seconds = idle_seconds
+        self.on_stop = on_stop
         self.dict = load_dictionary()
         self.host = Host(dict=self.dict)
         self.clients = {str(c.address): RemoteHost(str(c.address), c.secret.encode(), c.name) for c in cfg.clients}
@@ -193,6 +200,13 @@ class RadiusServer:
                 p.sock.sendto(p.reply, p.addr)
             except OSError as exc:
                 log.warning("could not answer %s at %s:%d: %s", p.summary, p.addr[0], p.addr[1], exc)
+        # Sessions end after every answer is out: the gate is another process and may be slow.
+        for p in committed:
+            if p.stop_mac and self.on_stop is not None:
+                try:
+                    self.on_stop(p.stop_mac, p)
+                except Exception as exc:  # noqa: BLE001 - the record is stored; the sweeper catches up
+                    log.error("could not end the session of %s after its Accounting Stop: %s", p.stop_mac, exc)
 
     # -- request handling ---------------------------------------------------------------
     def _client(self, addr: tuple, data: bytes) -> RemoteHost:
@@ -235,7 +249,7 @@ class RadiusServer:
         if verdict.accept:
             reply["Session-Timeout"] = self.cfg.session_timeout_seconds
             # hostapd ignores Idle-Timeout; sent for other NASes, idle is enforced by the box.
-            reply["Idle-Timeout"] = self.cfg.idle_timeout_seconds
+            reply["Idle-Timeout"] = self.idle_seconds
             reply["Acct-Interim-Interval"] = self.cfg.interim_interval_seconds
         else:
             reply.code = rp.AccessReject
@@ -244,7 +258,7 @@ class RadiusServer:
             nas_address=addr[0], nas_identifier=nas_id, mac=mac, user_name=user_name, called_station_id=called,
             decision="accept" if verdict.accept else "reject", reason=verdict.reason,
             session_timeout=self.cfg.session_timeout_seconds if verdict.accept else None,
-            idle_timeout=self.cfg.idle_timeout_seconds if verdict.accept else None)
+            idle_timeout=self.idle_seconds if verdict.accept else None)
         summary = f"Access-Request {user_name!r}: {decision.decision} ({verdict.reason})"
         log.info("%s from %s %s", summary, addr[0], nas_id or "")
         return Pending(sock, addr, raw, lambda ledger: acc.record_auth_decision(ledger, decision), summary)
@@ -295,4 +309,5 @@ class RadiusServer:
         def write(ledger: Ledger) -> None:
             if acc.record_accounting(ledger, record) is None:
                 log.info("%s from %s is a retransmission: answered, stored once", summary, addr[0])
-        return Pending(sock, addr, raw, write, summary)
+        stop = mac if status == acc.STATUS_STOP and mac else None
+        return Pending(sock, addr, raw, write, summary, stop_mac=stop)

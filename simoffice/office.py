@@ -72,6 +72,11 @@ class Office:
     def data_dir(self) -> Path:
         return self.workdir / "data"
 
+    @property
+    def gate_socket(self) -> Path:
+        """This office's gate socket (a file of its own run: Unix sockets are not per namespace)."""
+        return self.workdir / "gate.sock"
+
     # -- life cycle ---------------------------------------------------------------
 
     def __enter__(self) -> "Office":
@@ -211,7 +216,7 @@ class Office:
     def _write_config(self) -> None:
         from simoffice.democerts import make_demo_certs
         certs = make_demo_certs(self.workdir / "tls", PORTAL_HOST, BOX_LAN_IP)
-        text = office_config(self.data_dir, self.session_seconds, certs.cert, certs.key)
+        text = office_config(self.data_dir, self.session_seconds, certs.cert, certs.key, self.gate_socket)
         extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in self.portal_settings.items())
         text = text.replace("\n[line]\n", f"{extra}\n[line]\n", 1) + self.extra_toml
         self.config_path.write_text(text)
@@ -268,9 +273,35 @@ class Office:
         self.wait_tcp(self.inet_ns, WEB_IP, 80, "internet-web")
         self.wait_tcp(self.inet_ns, LINE_IP, 80, "line-sandbox")
 
+    def start_gate(self) -> subprocess.Popen:
+        """Start `skillspot gate` in the box (it applies the ruleset and reconciles) and wait
+        until it answers on its socket."""
+        proc = self.spawn("gate", self.box_ns, self.skillspot("gate"))
+        self.wait_gate()
+        return proc
+
+    def wait_gate(self, timeout: float = 30) -> None:
+        """Block until the gate answers health on its socket, or fail naming its log."""
+        from netcfg.gate import GateError
+        from netcfg.gateclient import GateClient
+        client = GateClient(self.gate_socket, timeout=2)
+        deadline = time.monotonic() + timeout
+        while True:
+            proc = self.procs.get("gate")
+            if proc is not None and proc.poll() is not None:
+                raise OfficeError(f"the gate exited ({proc.returncode}); see {self.workdir / 'gate.log'}")
+            try:
+                client.health()
+                return
+            except GateError:
+                if time.monotonic() > deadline:
+                    raise OfficeError(f"the gate did not answer on {self.gate_socket} within {timeout}s; "
+                                      f"see {self.workdir / 'gate.log'}") from None
+                time.sleep(0.05)
+
     def _start_box(self) -> None:
-        self.say("starting the box: nftables, dnsmasq and the portal under gunicorn")
-        self.run_in(self.box_ns, self.skillspot("nft", "apply"))
+        self.say("starting the box: the gate (nftables), dnsmasq and the portal under gunicorn")
+        self.start_gate()
         self.run_in(self.box_ns, self.skillspot("render", "--out", str(self.workdir / "etc")))
         self.spawn("box-dnsmasq", self.box_ns, [
             "dnsmasq", "--keep-in-foreground", "--log-facility=-", "--log-dhcp", "--pid-file",
@@ -302,7 +333,7 @@ class Office:
         return self.run_in(self.box_ns, self.skillspot(*args)).stdout
 
 
-def office_config(data_dir: Path, session_seconds: int, tls_cert: Path, tls_key: Path) -> str:
+def office_config(data_dir: Path, session_seconds: int, tls_cert: Path, tls_key: Path, gate_socket: Path) -> str:
     """The box configuration of the simulated office."""
     return f"""\
 [box]
@@ -341,4 +372,9 @@ api_base_url = "http://api.line.me"
 messaging_base_url = "http://api.line.me"
 messaging_access_token = "sandbox-token"
 oa_basic_id = "@dsd-demo"
+
+[gate]
+socket = "{gate_socket}"
+socket_group = ""
+sweep_seconds = 2
 """

@@ -18,6 +18,7 @@ DEFAULT_CONFIG = "/etc/skillspot/skillspot.toml"
 PACKAGE_COMMANDS = [
     ("ledger.cli", "ledger_group"),
     ("netcfg.cli", "nft_group"),
+    ("netcfg.cli", "gate_command"),
     ("portal.cli", "portal_command"),
     ("lineapi.cli", "line_sandbox_command"),
     ("provisioning.cli", "render_command"),

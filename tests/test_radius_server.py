@@ -51,11 +51,11 @@ class Running:
         auth, acct = free_udp_ports(2)
         self.cfg = RadiusConfig(**{
             "auth_port": auth, "acct_port": acct, "clients": [{"address": "127.0.0.1", "secret": SECRET}],
-            "block_list": [BLOCKED], "session_timeout_seconds": 7200, "idle_timeout_seconds": 600,
+            "block_list": [BLOCKED], "session_timeout_seconds": 7200,
             "interim_interval_seconds": 120, **overrides})
         self.ledger_path = tmp_path / "ledger.sqlite"
         self.ledger = open_ledger(self.ledger_path, "skr-box")
-        self.server = RadiusServer(self.cfg, self.ledger)
+        self.server = RadiusServer(self.cfg, self.ledger, idle_seconds=600)  # portal.idle_seconds
         self.server.bind()
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_seconds": 0.05}, daemon=True)
         self.thread.start()
