@@ -14,7 +14,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from central import accounts, audit, cases
-from central_admin_util import PW, Centre, populate
+from central_admin_util import PW, Box, Centre, populate
+from syncapi import signing
 
 CASE = "ตช 0026.1/12345"
 
@@ -107,6 +108,11 @@ def test_a_form_without_the_csrf_token_is_refused_and_logged(centre):
 
 
 def test_viewer_sees_the_box_registry_with_the_silent_box_flagged_but_cannot_search(centre):
+    stranger = Box("box-xx99", "nowhere")  # never enrolled: the API refuses it and raises an alert
+    body = b'{"version": "0.1.0"}'
+    hdrs = signing.sign_request(stranger.key, "POST", "/api/v1/boxes/box-xx99/heartbeat", "box-xx99", body,
+                                centre.clock.ms)
+    assert centre.client.post("/api/v1/boxes/box-xx99/heartbeat", data=body, headers=hdrs).status_code == 401
     cl = login(centre, "view")
     page = cl.get("/admin/?lang=en").get_data(as_text=True)
     rows = dict(re.findall(r'<tr class="(silent|ok)" data-box="([^"]+)"', page)[i][::-1] for i in range(2))
@@ -115,6 +121,7 @@ def test_viewer_sees_the_box_registry_with_the_silent_box_flagged_but_cannot_sea
     assert "203.0.113.7" in page and "0.1.0" in page and "disk_free_pct" in page and "1.5 s" in page
     th = cl.get("/admin/?lang=th").get_data(as_text=True)
     assert "เงียบมา" in th and "สำนักงานพัฒนาฝีมือแรงงานขอนแก่น" in th
+    assert re.search(r'<tr class="alert" data-kind="unknown_box">.*?box-xx99', page, re.S)
     assert cl.get("/admin/attribution").status_code == 403
     assert cl.post("/admin/attribution", data={"csrf": cl.csrf, "ip": "203.0.113.7", "port": "61000",
                                                "time": "2026-09-22 08:50:30", "zone": "Asia/Bangkok"}).status_code == 403

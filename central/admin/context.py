@@ -44,6 +44,11 @@ class AdminContext:
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, r)) for r in cur]
 
+    def alerts(self, limit: int = 20) -> list[dict]:
+        """The newest alerts the box API raised (bad chain, bad hash, unknown box, ...), newest first."""
+        fn = getattr(getattr(self.services, "appdb", None), "alerts", None)
+        return list(fn(limit)) if callable(fn) else []
+
     def chain_head(self, box_id: str, end_ms: int) -> dict | None:
         """The first batch accepted from this box that reaches the window's end (else its newest),
         for the export manifest; None when the centre has no batch from it."""

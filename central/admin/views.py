@@ -149,7 +149,7 @@ def boxes():
         b["silent"] = not b.get("revoked_ms") and (seen is None or now - seen > silent_ms)
         b["silent_for_s"] = None if seen is None else max(0, (now - seen) // 1000)
     log("view_boxes", {}, len(rows))
-    return page("admin/boxes.html", boxes=rows, silent_after_s=ctx().settings.silent_after_s,
+    return page("admin/boxes.html", boxes=rows, silent_after_s=ctx().settings.silent_after_s, alerts=ctx().alerts(20),
                 silent_count=sum(1 for b in rows if b["silent"]))
 
 
