@@ -268,3 +268,19 @@ def test_every_admin_page_string_has_a_thai_translation():
     missing = sorted(i for i in ids if not th.get(i))
     assert len(ids) > 100 and not missing, missing
     assert all(th.get(r) for r in accounts.ROLES)  # role names are translated where shown
+
+
+def test_admin_address_behind_a_proxy_is_the_one_the_proxy_saw(tmp_path):
+    from flask import Flask
+
+    from central.admin.context import EXTENSION, AdminContext
+    from central.admin.settings import AdminSettings
+    from central.admin.views import client_ip
+    app = Flask(__name__)
+    for hops, want in ((0, "127.0.0.1"), (1, "192.0.2.7"), (2, "10.1.1.1")):
+        app.extensions[EXTENSION] = AdminContext(connect=lambda: None, store=None,
+                                                 settings=AdminSettings(proxy_hops=hops), key=None, data_dir=tmp_path)
+        # One proxy: the last entry is what it saw (the first may be forged); two: the outer one wrote the first.
+        with app.test_request_context("/", environ_base={"REMOTE_ADDR": "127.0.0.1"},
+                                      headers={"X-Forwarded-For": "10.1.1.1, 192.0.2.7"}):
+            assert client_ip() == want

@@ -15,4 +15,6 @@ class AdminSettings(BaseModel):
     session_idle_s: int = Field(1800, ge=60, description="an admin idle this long must log in again")
     session_max_s: int = Field(12 * 3600, ge=300, description="an admin session never lasts longer")
     max_export_days: int = Field(31, ge=1, description="longest window one export may cover")
+    proxy_hops: int = Field(0, ge=0, le=5, description="reverse proxies in front of the centre that append to "
+                            "X-Forwarded-For (nginx: 1); 0 trusts no such header")
     secure_cookies: bool = Field(True, description="cookies only over HTTPS (keep true outside tests on localhost)")

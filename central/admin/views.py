@@ -34,7 +34,14 @@ def csrf_token() -> str:
 
 
 def client_ip() -> str:
-    """The peer address (the centre sits behind its own reverse proxy only if configured so)."""
+    """The admin's address: the peer, or with [admin] proxy_hops = N the address the N-th proxy from
+    us saw (the header's N-th entry from the right; entries further left are the client's to forge).
+    The slowing of failed logins counts per address, so behind a proxy this must be set."""
+    hops = ctx().settings.proxy_hops
+    if hops:
+        chain = [a.strip() for a in request.headers.get("X-Forwarded-For", "").split(",") if a.strip()]
+        if len(chain) >= hops:
+            return chain[-hops]
     return request.remote_addr or ""
 
 
