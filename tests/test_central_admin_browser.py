@@ -160,3 +160,21 @@ def test_investigator_finds_the_person_behind_an_address_and_exports(served, bro
     for s in shots:
         assert s.stat().st_size > 5000, s
     ctx.close()
+
+
+def test_the_e2e_investigator_script_finds_the_person_from_a_log_line(served):
+    """tests/browser/central_investigator.py is what the office-to-centre journey runs; check it here."""
+    import subprocess
+    import sys
+    centre = served
+    centre.clock.ms += 30_000
+    script = Path(__file__).resolve().parent / "browser" / "central_investigator.py"
+    # The internet server logged 203.0.113.7:61000 at 01:50:20 UTC.
+    proc = subprocess.run([sys.executable, str(script), centre.base, str(ARTIFACTS), "inv", PW, centre.secrets["inv"],
+                           "E2E/1", "203.0.113.7", "61000", "2026-09-22T01:50:20Z", "UTC", "5", str(centre.clock.ms)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout)
+    assert [(c["box"], c["mac"], c["line_user_id"]) for c in seen["candidates"]] == [
+        ("box-cm01", "02:00:00:00:0a:01", "Uaaaa0000000000000000000000000001")]
+    assert audit.entries(centre.services.appdb.connect(), case_ref="E2E/1", action="search_attribution")[0].result_count == 1
