@@ -52,6 +52,13 @@ def login(centre: Centre, name: str, ip: str = "127.0.0.1"):
     return cl
 
 
+def ensure_case(centre: Centre, ref: str) -> None:
+    """The case exists (tests may run alone, in any order)."""
+    conn = centre.services.appdb.connect()
+    if cases.by_reference(conn, ref) is None:
+        cases.open_case(conn, ref, "สภ.เมืองเชียงใหม่", "", "inv", centre.clock.ms)
+
+
 def audit_rows(centre: Centre, **kw) -> list[audit.Entry]:
     return audit.entries(centre.services.appdb.connect(), limit=1000, **kw)
 
@@ -180,8 +187,7 @@ def test_bad_search_input_gets_clear_errors_and_runs_no_search(centre):
 
 def test_line_user_search_finds_sessions_across_boxes(centre):
     cl = login(centre, "inv")
-    cases.open_case(centre.services.appdb.connect(), "USER-1", "court", "", "inv", centre.clock.ms) \
-        if cases.by_reference(centre.services.appdb.connect(), "USER-1") is None else None
+    ensure_case(centre, "USER-1")
     form = {"csrf": cl.csrf, "case_ref": "USER-1", "query": "สมชาย", "start": "2026-09-22 00:00",
             "end": "2026-09-22 23:59", "zone": "Asia/Bangkok"}
     html = cl.post("/admin/users?lang=en", data=form).get_data(as_text=True)
@@ -193,6 +199,7 @@ def test_line_user_search_finds_sessions_across_boxes(centre):
 
 def test_export_is_a_zip_the_box_verifier_accepts_with_the_centre_key(centre, tmp_path):
     from ledger.export import verify_export  # the official's check, the box's own code
+    ensure_case(centre, CASE)
     cl = login(centre, "inv")
     form = {"csrf": cl.csrf, "case_ref": CASE, "box_id": "box-cm01", "start": "2026-09-22 08:00",
             "end": "2026-09-22 09:00", "zone": "Asia/Bangkok"}
@@ -213,9 +220,16 @@ def test_export_is_a_zip_the_box_verifier_accepts_with_the_centre_key(centre, tm
     assert "สมชาย ใจดี" in (out / "sessions.csv").read_text(encoding="utf-8-sig")
     e = audit_rows(centre, admin="inv", action="export")[0]
     assert e.case_ref == CASE and e.result_count == 24 and e.query["box_id"] == "box-cm01"
+    # The centre keeps only the signed manifest of what it handed over, not a second copy of the data.
+    kept = list((centre.config.data_dir / "exports").iterdir())
+    assert [p.name for p in kept] == [e.query["export"] + ".manifest.json"]
+    assert json.loads(kept[0].read_text(encoding="utf-8")) == manifest
 
 
 def test_audit_log_page_is_for_admins_and_the_table_cannot_be_edited(centre):
+    for action in ("search_attribution", "export"):  # rows of another investigator under the case
+        audit.record(centre.services.appdb.connect(), centre.clock.ms, "malai", "investigator", action,
+                     {"ip": "203.0.113.7"}, 1, CASE, "192.0.2.1")
     inv = login(centre, "inv")
     assert inv.get("/admin/audit").status_code == 403
     root = login(centre, "root")
@@ -231,6 +245,7 @@ def test_audit_log_page_is_for_admins_and_the_table_cannot_be_edited(centre):
 
 
 def test_admin_manages_accounts_and_case_retention_through_the_pages(centre):
+    ensure_case(centre, CASE)
     cl = login(centre, "root")
     resp = cl.post("/admin/accounts?lang=en", data={"csrf": cl.csrf, "name": "malee", "role": "viewer",
                                                     "password": "another long secret"})

@@ -134,3 +134,14 @@ def zip_dir(out_dir: Path) -> Path:
         for p in sorted(out_dir.iterdir()):
             zf.write(p, arcname=f"{out_dir.name}/{p.name}")
     return target
+
+
+def keep_manifest_only(out_dir: Path, archive: Path) -> Path:
+    """After the download: remove the data files and the zip, keep NAME.manifest.json beside them."""
+    kept = out_dir.parent / f"{out_dir.name}.manifest.json"
+    os.replace(out_dir / MANIFEST, kept)
+    for p in out_dir.iterdir():
+        p.unlink()
+    out_dir.rmdir()
+    archive.unlink()
+    return kept

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import io
 import ipaddress
 import secrets
 from pathlib import Path
@@ -313,7 +314,11 @@ def export():
     count = sum(v["rows"] for k, v in manifest["files"].items() if k.endswith(".csv"))
     log("export", {**query, "export": name, "files": manifest["files"],
                    "manifest_sha256": cexport._sha256(out / cexport.MANIFEST)}, count, ref)
-    return send_file(archive, mimetype="application/zip", as_attachment=True, download_name=archive.name)
+    # Only the signed manifest stays on the centre (proof of what was handed over); the data itself
+    # is already in the store, and a second copy of personal data would outlive its retention.
+    body = io.BytesIO(archive.read_bytes())
+    cexport.keep_manifest_only(out, archive)
+    return send_file(body, mimetype="application/zip", as_attachment=True, download_name=archive.name)
 
 
 @bp.get("/key")
