@@ -157,6 +157,24 @@ def ended_since(ledger: Ledger, mac: str, since_ms: int, reasons: tuple[str, ...
     return found is not None
 
 
+def events_since(ledger: Ledger, kind: str, since_ms: int) -> list[dict]:
+    """Events of one kind at or after `since_ms`, oldest first, detail decoded."""
+    out = []
+    for row in ledger.db.query("SELECT * FROM events WHERE kind = ? AND at_ms >= ? ORDER BY at_ms, id", [kind, since_ms]):
+        row["detail"] = json.loads(row["detail"] or "{}")
+        out.append(row)
+    return out
+
+
+def unclosed_ids(ledger: Ledger, login_ids: list[int]) -> list[int]:
+    """Which of these logins have no logout row yet."""
+    if not login_ids:
+        return []
+    marks = ",".join("?" for _ in login_ids)
+    return [r[0] for r in ledger.db.execute(
+        f"SELECT l.id FROM logins l WHERE l.id IN ({marks}) AND {_LIVE}", login_ids).fetchall()]
+
+
 def events_of(ledger: Ledger, subject: str, kind: str, since_ms: int = 0) -> list[dict]:
     """Events of one kind about one subject (a MAC, an address), newest first, detail decoded."""
     out = []

@@ -69,9 +69,12 @@ def authorise(ctx, mac: str, ip: str, seconds: int) -> None:
 
 @nft_group.command("revoke")
 @click.argument("mac")
+@click.option("--reason", type=click.Choice(["admin_revoke", "logout"]), default="admin_revoke", show_default=True,
+              help="admin_revoke: the device must log in with LINE again; logout: as if the visitor logged out "
+                   "(a returning device is let in again on its next lease)")
 @click.pass_obj
-def revoke(ctx, mac: str) -> None:
-    """Shut MAC out now, ending its session ("admin_revoke", with a logout row)."""
+def revoke(ctx, mac: str, reason: str) -> None:
+    """Shut MAC out now, ending its session with a logout row."""
     from base.addr import normalise_mac
     from ledger.db import open_ledger
     from sessions import build_sessions
@@ -81,7 +84,7 @@ def revoke(ctx, mac: str) -> None:
         raise click.BadParameter(str(exc), param_hint="MAC") from None
     cfg = ctx.config
     sessions = build_sessions(cfg, open_ledger(cfg.ledger_path, cfg.box.id))
-    addresses = _gate_call(lambda: sessions.end(mac, "admin_revoke", admin=f"cli:{_user()}"))
+    addresses = _gate_call(lambda: sessions.end(mac, reason, admin=f"cli:{_user()}"))
     click.echo(" ".join(addresses) or "not authorised")
 
 

@@ -11,6 +11,8 @@ can stop a login or an end half-way (see sessions/manager.py for the write order
   4. older live logins of a device that logged in again -> closed "relogin"
   5. an unclosed login past its expiry     -> closed "session_timeout"
   6. a device the gate holds with no live login -> removed from the kernel (event "reconcile_removed")
+  7. an end whose process died after its "session_ending" intent -> finished: the device is
+     revoked and its logins closed with the intent's reason (an admin's revoke is never lost)
 
 Candidates are found without the admission lock (reading the idle set takes long at 100,000
 devices) and each is checked again, cheaply, under it before anything is written, so a login
@@ -24,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ledger.records import events_of, live_logins_of, log_event, unclosed_logins
+from ledger.records import events_of, events_since, live_logins_of, log_event, unclosed_ids, unclosed_logins
 from netcfg.gated import Entry, GateService
 from sessions.manager import SessionManager
 
@@ -77,15 +79,23 @@ class Sweeper:
         unsettled = [m for m, rows in by_mac.items()
                      if len(rows) > 1 or m not in index or index[m].ip != rows[0]["ip"]]
         orphans = [m for m in index if m not in by_mac]
+        # Intents since the last pass (at start: within the longest session), still open.
+        intent_floor = wall_ms - 8 * 86400 * 1000 if self._last_wall_ms is None else self._last_wall_ms - 60_000
+        intents = [e for e in events_since(ledger, "session_ending", intent_floor)
+                   if unclosed_ids(ledger, e["detail"].get("login_ids", []))]
 
         with self.sessions.admission_lock():
+            for event in intents:
+                self._finish_end(event, report)
             for mac, entry in expired:
                 if self.service.forget(mac, entry):
                     self._close_live(mac, "session_timeout", report)
             for mac, entry in idle:
                 if self.service.entry(mac) == entry:
                     self.service.revoke(mac)
-                    self._close_live(mac, "idle", report)
+                    if not self._close_live(mac, "idle", report):
+                        log_event(ledger, "reconcile_removed", mac, ip=entry.ip, reason="no live login in the ledger")
+                        report.removed += 1
             for row in timed_out:
                 if self.sessions.close_ended(row, "session_timeout"):
                     report.add("session_timeout")
@@ -105,10 +115,28 @@ class Sweeper:
                      report.seconds)
         return report
 
-    def _close_live(self, mac: str, reason: str, report: SweepReport) -> None:
+    def _finish_end(self, event: dict, report: SweepReport) -> None:
+        """Complete an end whose process died between its intent and its logout rows."""
+        ledger = self.sessions.ledger
+        open_ids = unclosed_ids(ledger, event["detail"].get("login_ids", []))  # again, under the lock
+        if not open_ids:
+            return
+        mac, reason = event["subject"], event["detail"].get("reason", "kernel_lost")
+        held = self.service.entry(mac)
+        newer = [r for r in live_logins_of(ledger, mac=mac) if r["id"] not in open_ids]
+        if held is not None and not newer:
+            self.service.revoke(mac)  # the intent's login is what the kernel holds: shut it now
+        for login_id in open_ids:
+            if self.sessions.close_ended({"id": login_id, "mac": mac}, reason, by="reconcile", intent=event["id"]):
+                report.add(reason)
+
+    def _close_live(self, mac: str, reason: str, report: SweepReport) -> int:
+        closed = 0
         for row in live_logins_of(self.sessions.ledger, mac=mac):
             if self.sessions.close_ended(row, reason):
                 report.add(reason)
+                closed += 1
+        return closed
 
     def _settle_device(self, mac: str, report: SweepReport) -> None:
         """Close the unclosed logins of one device that the kernel does not back (under the lock)."""

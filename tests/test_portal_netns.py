@@ -117,7 +117,7 @@ def test_the_bandwidth_cap_holds_each_device_to_its_rate(office):
 def test_a_returning_device_is_let_in_on_its_next_lease_without_the_portal(office):
     logged_out(office)
     assert office.phone("login", PORTAL)["ok"]
-    office.box("nft", "revoke", office.lease["mac"])  # the session ended (not an admin's revoke)
+    office.box("nft", "revoke", "--reason", "logout", office.lease["mac"])  # the session ended (not an admin's revoke)
     assert office.phone("get", "http://example.com/")["status"] == 302
     office.phone_dhcp()  # reconnects: a new DHCP exchange, the lease hook runs
     deadline = time.monotonic() + 20
