@@ -174,8 +174,11 @@ def test_bad_search_input_gets_clear_errors_and_runs_no_search(centre):
                                                        "slack_s": "99999"})
     html = resp.get_data(as_text=True)
     assert resp.status_code == 400
-    for msg in ("not an IP address", "1 to 65535", "cannot be read", "clock slack must be"):
+    for msg in ("not an IPv4 address", "1 to 65535", "cannot be read", "clock slack must be"):
         assert msg in html, msg
+    v6 = cl.post("/admin/attribution?lang=en", data={"csrf": cl.csrf, "ip": "2001:db8::1", "port": "443",
+                                                     "time": "2026-09-22 08:51", "zone": "UTC", "slack_s": "5"})
+    assert v6.status_code == 400 and "not an IPv4 address" in v6.get_data(as_text=True)
     assert len(audit_rows(centre, action="search_attribution")) == before
     # An admin may search without a case; it is still logged.
     ok = cl.post("/admin/attribution", data={"csrf": cl.csrf, "ip": "203.0.113.7", "port": "62005",

@@ -199,9 +199,10 @@ def attribution():
     form = {k: f.get(k, "").strip() for k in ("case_ref", "ip", "port", "time", "zone", "slack_s")}
     errors = []
     try:
-        ip = str(ipaddress.ip_address(form["ip"]))
+        ip = str(ipaddress.IPv4Address(form["ip"]))
     except ValueError:
-        errors.append(_("The public address is not an IP address."))
+        # The boxes translate IPv4 only (NAT); an IPv6 address never names a shared public address.
+        errors.append(_("The public address is not an IPv4 address."))
         ip = None
     try:
         port = int(form["port"])
