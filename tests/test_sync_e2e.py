@@ -346,3 +346,11 @@ def test_push_config_reaches_the_box_and_cli_status(tmp_path, centre):
     r = subprocess.run([sys.executable, "-m", "skillspot.cli", "-c", str(bad), "sync", "status"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "central.url" in r.stderr
+
+
+def test_retention_command_while_the_service_holds_the_store(centre):
+    r = centre.cmd("retention", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["dry_run"] is True and res["dropped"] == {}   # everything here is days old at most
+    assert centre.proc.poll() is None
