@@ -72,7 +72,7 @@ def add_devices(office: Office, start: int, end: int, seconds: int = 7200) -> fl
                      + ", ".join(f"{fake(i)[0]} timeout {seconds}s" for i in range(lo, min(end, lo + 5000))) + " }\n")
     office.run_in(office.box_ns, ["nft", "-f", str(batch)], timeout=600)
     t0 = time.perf_counter()
-    office.start_gate()
+    office.start_gate(timeout=900)
     return time.perf_counter() - t0
 
 

@@ -119,16 +119,23 @@ def gate_command(ctx, verbose: bool) -> None:
     from sessions.sweeper import Sweeper
 
     cfg = ctx.config
+    from base.config import ConfigError, refuse_placeholder_secrets
+    try:
+        refuse_placeholder_secrets(cfg, "gate")
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        kept = apply_ruleset(_ruleset(ctx))
+        kept = apply_ruleset(_ruleset(ctx), only_if_changed=True)
         writer, reader = NftSets(), NftSets()  # the sweeper reads through its own libnftables handle
         service = GateService(writer, mac_for_ip)
-        found = service.load(reader.dump())
+        state = reader.dump()
+        found = service.load(state)
         ledger = open_ledger(cfg.ledger_path, cfg.box.id)
-        sweeper = Sweeper(build_sessions(cfg, ledger, gate=service), service, reader.active_keys)
-        report = sweeper.sweep()
+        sweeper = Sweeper(build_sessions(cfg, ledger, gate=service), service, reader.active_keys,
+                          idle_every=cfg.gate.sweep_seconds)
+        report = sweeper.sweep(active=state.active)
         server = GateServer(cfg.gate.socket, service, mode=int(cfg.gate.socket_mode, 8), group=cfg.gate.socket_group)
     except (NftError, LedgerError, GateError, OSError) as exc:
         raise click.ClickException(f"the gate cannot start: {exc}") from None
@@ -136,7 +143,8 @@ def gate_command(ctx, verbose: bool) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     threading.Thread(target=server.serve_forever, name="gate-socket", daemon=True).start()
-    click.echo(f"gate ready on {cfg.gate.socket}: ruleset applied ({kept} element(s) kept), {found} device(s) "
+    applied = "unchanged, not re-applied" if kept is None else f"applied ({kept} element(s) kept)"
+    click.echo(f"gate ready on {cfg.gate.socket}: ruleset {applied}, {found} device(s) "
                f"in the kernel, reconciled: closed {report.closed or 'none'}, removed {report.removed}", err=True)
     log = logging.getLogger("skillspot.gate")
     try:

@@ -2,8 +2,10 @@
 one netlink transaction per change: no `nft` process per login)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import subprocess
 import tempfile
 import threading
@@ -23,17 +25,37 @@ def check_ruleset(text: str) -> None:
     _run_nft_file(text, check=True)
 
 
-def apply_ruleset(text: str, keep_elements: bool = True) -> int:
+def fingerprint(text: str) -> str:
+    """A short hash of a rendered ruleset, kept as the table's comment once it is applied."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def applied_fingerprint() -> str | None:
+    """The fingerprint of the ruleset the kernel holds (read with `nft -t`: no set contents),
+    or None if there is no table or it has no fingerprint."""
+    proc = subprocess.run(["nft", "-t", "list", "table", FAMILY, TABLE], capture_output=True, text=True)
+    found = re.search(r'comment "skillspot-ruleset ([0-9a-f]{16})"', proc.stdout) if proc.returncode == 0 else None
+    return found.group(1) if found else None
+
+
+def apply_ruleset(text: str, keep_elements: bool = True, only_if_changed: bool = False) -> int | None:
     """Check, then apply `text` atomically (it replaces the whole skillspot table).
 
     With keep_elements, every timed set element already in the kernel (live sessions,
     walled-garden addresses) is carried over with the time it has left, in the same
-    transaction: reloading the firewall never logs anybody out. Returns how many were kept.
+    transaction: reloading the firewall never logs anybody out. Returns how many were kept,
+    or None when `only_if_changed` and the kernel already holds this very ruleset (the gate's
+    start: re-applying 100,000 sessions costs tens of seconds for nothing).
     """
+    fp = fingerprint(text)
+    if only_if_changed and applied_fingerprint() == fp:
+        return None
+    marked = text.replace(f"table {FAMILY} {TABLE} {{\n", f'table {FAMILY} {TABLE} {{\n    comment "skillspot-ruleset {fp}"\n', 1)
+    # The rules alone are checked first (cheap, and a clear message); the apply is one atomic
+    # transaction with the carried elements, so a failure there also leaves the old table.
+    _run_nft_file(marked, check=True)
     kept = surviving_elements() if keep_elements else []
-    full = text + "".join(kept)
-    _run_nft_file(full, check=True)
-    _run_nft_file(full, check=False)
+    _run_nft_file(marked + "".join(kept), check=False)
     return sum(line.count(" timeout ") for line in kept)
 
 
@@ -80,7 +102,6 @@ class KernelState:
 
     authorised: dict[tuple[str, str], tuple[int, int]]  # (mac, ip) -> (timeout, seconds left)
     active: set[tuple[str, str]]                        # (mac, ip) not idle
-    mac6: set[str]                                      # MACs whose IPv6 is let through
 
 
 def _concat(item) -> tuple[str, str]:
@@ -137,9 +158,7 @@ class NftSets:
         for item in self._elements(AUTHORISED_SET):
             elem = item.get("elem", item)
             authorised[_concat(item)] = (int(elem.get("timeout", 0)), int(elem.get("expires", 0)))
-        mac6 = {item.get("elem", item)["val"] if isinstance(item, dict) else item
-                for item in self._elements(AUTHORISED_MAC6_SET)}
-        return KernelState(authorised=authorised, active=self.active_keys(), mac6=mac6)
+        return KernelState(authorised=authorised, active=self.active_keys())
 
     def change(self, mac: str, remove_ips: list[str], add: tuple[str, int] | None) -> None:
         """In one transaction: remove `mac`'s elements for `remove_ips` (and its IPv6 element),

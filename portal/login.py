@@ -127,9 +127,12 @@ def callback():
     code = request.args.get("code", "")
     terms_version = cfg.portal.terms_version
     err = callback_error(request.args)
+    session_state = session.get("state")
     if err is not None:
-        if state:  # spend the attempt: a later forged "success" with this state finds nothing
-            svc.attempts.take(state)
+        if state:
+            # Spend the attempt, so a later forged "success" with this state finds nothing; but
+            # only from its own device or browser: another device cannot cancel it.
+            svc.attempts.claim(state, ip, same_browser=session_state == state)
         session.pop("state", None)
         _refuse(err.kind, code=err.code)
         if err.kind == "denied":
@@ -142,20 +145,21 @@ def callback():
     if not state:
         _refuse("no_state")
         return failure("invalid", _("LINE login failed"), _("This page was opened without a login in progress."))
-    attempt = svc.attempts.take(state)
-    session_state = session.pop("state", None)
+    # The browser that started the attempt, or (for a login finished in another browser of the
+    # same phone, e.g. after leaving the captive sheet) the same device. Anyone else is refused
+    # without spending it: the attempt stays usable by its own device.
+    attempt, why = svc.attempts.claim(state, ip, same_browser=session_state == state)
+    session.pop("state", None)
+    if why == "other_device":
+        _refuse("other_device")
+        return failure("expired", _("Login expired"), _("This login link is no longer valid. Please start again."),
+                       retry_url=login_url(terms_version, False, auto=False))
     if attempt is None:
         _refuse("state_mismatch" if session_state and session_state != state else "unknown_or_used_state")
         # LINE's documented auto-login failure looks exactly like this (a code with a state we
         # cannot match): offer the login again without auto login.
         return failure("expired", _("Login expired"), _("This login link is no longer valid. Please start again."),
                        retry_url=login_url(terms_version, False, auto=False), help_autologin=bool(code))
-    # The browser that started the attempt, or (for a login finished in another browser of the
-    # same phone, e.g. after leaving the captive sheet) the same device.
-    if session_state != state and attempt.client_ip != ip:
-        _refuse("state_mismatch", attempt_ip=attempt.client_ip)
-        return failure("expired", _("Login expired"), _("This login link is no longer valid. Please start again."),
-                       retry_url=login_url(terms_version, False, auto=False))
     retry = login_url(terms_version, attempt.oa_consent, next_path=attempt.next_path)
     if not code:
         _refuse("no_code")

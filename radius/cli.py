@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from base.config import ConfigError, refuse_placeholder_secrets
+
 from ledger.accounting import record_disconnect
 from ledger.db import LedgerError, open_ledger
 from radius.das import disconnect
@@ -22,6 +24,10 @@ def radius_command(click_ctx: click.Context, verbose: bool) -> None:
     if click_ctx.invoked_subcommand is not None:
         return
     cfg = click_ctx.obj.config
+    try:
+        refuse_placeholder_secrets(cfg, "radius")
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not cfg.radius.clients:

@@ -23,6 +23,8 @@ from typing import Callable
 
 from pyroute2 import netns
 
+from base.config import ALLOW_EXAMPLE_SECRETS_ENV
+
 LAN_NET = "10.99.0"
 BOX_LAN_IP = f"{LAN_NET}.1"
 BOX_WAN_IP = "198.51.100.2"      # TEST-NET-2: exists only inside our namespaces
@@ -270,11 +272,12 @@ class Office:
         self.wait_tcp(self.inet_ns, WEB_IP, 80, "internet-web")
         self.wait_tcp(self.inet_ns, LINE_IP, 80, "line-sandbox")
 
-    def start_gate(self) -> subprocess.Popen:
+    def start_gate(self, timeout: float = 30) -> subprocess.Popen:
         """Start `skillspot gate` in the box (it applies the ruleset and reconciles) and wait
         until it answers on its socket."""
-        proc = self.spawn("gate", self.box_ns, self.skillspot("gate"))
-        self.wait_gate()
+        # The office's secrets are published in this file: only the demo override lets them start.
+        proc = self.spawn("gate", self.box_ns, self.skillspot("gate"), env={ALLOW_EXAMPLE_SECRETS_ENV: "1"})
+        self.wait_gate(timeout)
         return proc
 
     def wait_gate(self, timeout: float = 30) -> None:
@@ -303,8 +306,10 @@ class Office:
         self.spawn("box-dnsmasq", self.box_ns, [
             "dnsmasq", "--keep-in-foreground", "--log-facility=-", "--log-dhcp", "--pid-file",
             f"--conf-file={self.workdir / 'etc' / 'dnsmasq.conf'}"])
-        self.spawn("portal", self.box_ns, self.skillspot("portal"))
-        self.spawn("portal-tls", self.box_ns, self.skillspot("portal", "--tls"))
+        # The office's secrets are published in this file: only the demo override lets them start.
+        demo = {ALLOW_EXAMPLE_SECRETS_ENV: "1"}
+        self.spawn("portal", self.box_ns, self.skillspot("portal"), env=demo)
+        self.spawn("portal-tls", self.box_ns, self.skillspot("portal", "--tls"), env=demo)
         self.wait_tcp(self.box_ns, BOX_LAN_IP, 53, "box-dnsmasq")
         self.wait_tcp(self.box_ns, BOX_LAN_IP, 8080, "portal")
         self.wait_tcp(self.box_ns, BOX_LAN_IP, 8443, "portal-tls")
