@@ -15,6 +15,8 @@ setup(
         "provisioning": ["templates/*"],
         "radius": ["dictionary*"],
         "lineapi": ["templates/*.html"],
+        "syncapi": ["openapi.yaml"],
+        "central": ["migrations/*.sql", "templates/**/*", "static/*", "translations/*/LC_MESSAGES/*"],
     },
     install_requires=[
         "flask>=3.0",
@@ -33,7 +35,10 @@ setup(
         "flask-babel>=4.0",
     ],
     extras_require={
-        "test": ["pytest>=8", "playwright>=1.45"],
+        "test": ["pytest>=8", "playwright>=1.45", "openapi-core>=0.19"],
+        # The centre (never on a box): embedded ClickHouse, the server client, schema validation.
+        # pyotp: the TOTP second factor of the central admin pages.
+        "central": ["chdb>=3.0", "clickhouse-connect>=0.8", "jsonschema>=4.20", "pyyaml>=6", "pyotp>=2.9"],
     },
-    entry_points={"console_scripts": ["skillspot=skillspot.cli:main"]},
+    entry_points={"console_scripts": ["skillspot=skillspot.cli:main", "central=central.cli:main"]},
 )

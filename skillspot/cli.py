@@ -34,6 +34,7 @@ PACKAGE_COMMANDS = {
     "demo": ("simoffice.demo", "demo_command",
              "Build a simulated office in network namespaces and walk a phone through it."),
     "radius": ("radius.cli", "radius_command", "Run the RADIUS server hostapd uses."),
+    "sync": ("boxsync.cli", "sync_group", "Send the ledger to the centre (long-running service); `status` shows progress."),
 }
 
 
