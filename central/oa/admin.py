@@ -92,8 +92,8 @@ def create_admin_blueprint() -> Blueprint:
     def add_session() -> Any:
         f = request.form
         try:
-            sid = _oa().add_session(int(f.get("course_id", "0")), parse_time(f.get("starts", ""), "bkk"),
-                                    parse_time(f.get("ends", ""), "bkk"), int(f.get("capacity", "0")), f.get("place", ""))
+            sid = _oa().add_session(int(f.get("course_id", "0")), parse_time(f.get("starts", ""), "Asia/Bangkok"),
+                                    parse_time(f.get("ends", ""), "Asia/Bangkok"), int(f.get("capacity", "0")), f.get("place", ""))
         except (OaError, ValueError) as exc:
             return back(error=str(exc))
         log("oa_session_add", {"id": sid})
