@@ -36,7 +36,12 @@ def sync_group(ctx: click.Context) -> None:
     if not cfg.central.url:
         raise click.ClickException("[central] url is empty: this box does not sync. Fix: set it to the centre's URL")
     ledger = _ledger(cfg)
-    svc = SyncService(ledger, _settings(cfg))
+    def health() -> dict:
+        import shutil
+        du = shutil.disk_usage(cfg.box.data_dir)
+        return {"disk_percent": round(100 * du.used / du.total, 1), "disk_free_bytes": du.free}
+
+    svc = SyncService(ledger, _settings(cfg), health=health)
     signal.signal(signal.SIGTERM, lambda *_: svc.stop.set())
     signal.signal(signal.SIGINT, lambda *_: svc.stop.set())
     click.echo(f"skillspot sync: box {cfg.box.id} -> {cfg.central.url}", err=True)

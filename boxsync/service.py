@@ -29,6 +29,7 @@ from ledger import sync as lsync
 from ledger.db import Ledger, LedgerError
 
 STATE_FILE = "sync_centre.json"
+PUSH_FILE = "central_push.json"
 KEY_FILE = "sync_ed25519.pem"
 VERSION = "skillspot-0.1.0"
 
@@ -181,7 +182,25 @@ class SyncService:
                "lag": {"unsent_rows": st["unsent_rows"] + st["pending_rows"], "oldest_unsent_ms": st["oldest_unsent_ms"],
                        "pending_batches": st["pending_batches"], "last_acked_seq": st["last_acked_seq"],
                        "lag_ms": st["lag_ms"]}}
-        return self.client.heartbeat(doc)
+        resp = self.client.heartbeat(doc)
+        if resp.get("config_version", 0) != self._push_version():
+            self.fetch_push_config()
+        return resp
+
+    def _push_version(self) -> int:
+        try:
+            return json.loads((self.s.data_dir / PUSH_FILE).read_text()).get("config_version", 0)
+        except (FileNotFoundError, ValueError):
+            return -1  # never fetched: fetch once
+
+    def fetch_push_config(self) -> dict:
+        """Fetch what the centre pushes down (terms version, blocklist) into data_dir/central_push.json,
+        written atomically, for the portal to read."""
+        doc = self.client.push_config()
+        tmp = self.s.data_dir / (PUSH_FILE + ".tmp")
+        tmp.write_text(json.dumps(doc, ensure_ascii=False, indent=1))
+        os.replace(tmp, self.s.data_dir / PUSH_FILE)
+        return doc
 
     def step(self) -> float:
         """One round: enrol if needed, send what is due, heartbeat when due. Returns seconds to wait."""

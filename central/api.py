@@ -29,9 +29,8 @@ def _schemas() -> dict[str, jsonschema.protocols.Validator]:
     comps = doc["components"]["schemas"]
     out = {}
     for name in ("EnrolRequest", "Heartbeat", "BatchPayload"):
-        schema = {**comps[name], "components": {"schemas": comps}}
-        schema = json.loads(json.dumps(schema).replace("#/components/schemas/", "#/components/schemas/"))
-        out[name] = jsonschema.Draft202012Validator(schema)
+        # The component refers to siblings as #/components/schemas/X: embed them under that path.
+        out[name] = jsonschema.Draft202012Validator({**comps[name], "components": {"schemas": comps}})
     return out
 
 

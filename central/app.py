@@ -62,7 +62,13 @@ def build_services(config: CentralConfig, clock: Callable[[], float] = time.time
     appdb = AppDB(config.appdb_path)
     store = open_store(config.store.url, config.chdb_path, config.store.database, config.store.username,
                        config.store.password_env)
-    return Services(store=store, appdb=appdb, clock=clock, key=load_or_create_key(config.key_path))
+    svc = Services(store=store, appdb=appdb, clock=clock, key=load_or_create_key(config.key_path))
+    if config.push.terms_version is not None or config.push.blocklist_file:
+        import json
+        blocklist = json.loads(Path(config.push.blocklist_file).read_text(encoding="utf-8")) \
+            if config.push.blocklist_file else []
+        appdb.set_push_config(config.push.terms_version, blocklist, svc.now_ms())
+    return svc
 
 
 def create_app(config: CentralConfig, services: Services) -> Flask:

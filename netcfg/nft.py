@@ -34,11 +34,12 @@ def apply_ruleset(text: str, keep_elements: bool = True) -> int:
     full = text + "".join(kept)
     _run_nft_file(full, check=True)
     _run_nft_file(full, check=False)
-    return len(kept)
+    return sum(line.count(" timeout ") for line in kept)
 
 
-def surviving_elements() -> list[str]:
-    """`add element` lines re-creating the current table's timed elements with their remaining time."""
+def surviving_elements(chunk: int = 10_000) -> list[str]:
+    """`add element` lines re-creating the current table's timed elements with their remaining
+    time, many elements per line (one line per element made a reload with 100,000 devices slow)."""
     proc = subprocess.run(["nft", "-j", "list", "table", FAMILY, TABLE], capture_output=True, text=True)
     if proc.returncode != 0:
         return []  # no table yet: nothing to keep
@@ -47,13 +48,16 @@ def surviving_elements() -> list[str]:
         s = item.get("set")
         if not s or s["name"] in (UP_METER, DOWN_METER):
             continue  # rate-limit state is rebuilt by traffic, not carried over
+        keys = []
         for entry in s.get("elem", []):
             elem = entry.get("elem") if isinstance(entry, dict) else None
             if not elem or int(elem.get("expires", 0)) <= 0:
                 continue
             val = elem["val"]
             key = " . ".join(val["concat"]) if isinstance(val, dict) else str(val)
-            lines.append(f"add element {FAMILY} {TABLE} {s['name']} {{ {key} timeout {int(elem['expires'])}s }}\n")
+            keys.append(f"{key} timeout {int(elem['expires'])}s")
+        for i in range(0, len(keys), chunk):
+            lines.append(f"add element {FAMILY} {TABLE} {s['name']} {{ {', '.join(keys[i:i + chunk])} }}\n")
     return lines
 
 

@@ -9,10 +9,12 @@ A batch is one canonical JSON document (sorted keys, no spaces, UTF-8):
   so the centre can prove that nothing is missing and nothing was reordered.
 - The batch hash is SHA-256 of those exact JSON bytes (it covers seq and prev_hash).
 - "from"/"to" per table: the box row ids the batch covers, (from, to] — the high-water marks.
-- Compression: gzip (level 6, mtime 0 so the same batch always compresses to the same bytes).
-  gzip is in every Python's standard library, so the box needs no compiled extra; zstd would be
-  faster and a little smaller, but a busy box produces ~20 MB of JSON a day, which gzip handles
-  in well under a second of CPU, and JSON of repeated columns compresses ~8-10x with it.
+- Compression: gzip level 1 (mtime 0 so the same batch always compresses to the same bytes).
+  gzip is in every Python's standard library, so the box needs no compiled extra. Measured on
+  a 50,000-flow batch (5.1 MB of JSON): level 1 -> 1.85 MB in 0.37 s, level 6 -> 1.60 MB in
+  4.0 s (same loaded machine), zstd level 1 -> 1.49 MB in 0.29 s. Level 1 keeps a 7-day
+  catch-up CPU-cheap on the box for 15% more bytes than level 6; zstd would save another 20%
+  of bytes but adds a compiled dependency to every box for a link that is not the bottleneck.
 The wire body is the gzip bytes; the request signature covers them (see signing.py).
 """
 from __future__ import annotations
@@ -28,7 +30,7 @@ CONTENT_TYPE = "application/vnd.skillspot.batch.v1+gzip"
 H_HASH = "X-Skillspot-Batch-Hash"
 MAX_BODY_BYTES = 64 << 20            # compressed, on the wire
 MAX_PAYLOAD_BYTES = 512 << 20        # decompressed: refuse a zip bomb before it fills memory
-COMPRESS_LEVEL = 6
+COMPRESS_LEVEL = 1
 
 
 class BatchError(ValueError):

@@ -3,6 +3,7 @@ SKILLSPOT_CLICKHOUSE_URL names one): the same DDL and queries on both."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 import json
 import os
 import uuid
@@ -183,3 +184,21 @@ def test_retention_drops_whole_days_and_keeps_held_ones(store, tmp_path):
     assert sorted(store.row_keys(box)["flow_segments"]) == [[2, 0], [3, 0], [5, 0], [6, 0]]
     with pytest.raises(ValueError, match="legal floor"):
         retention.run(store, appdb, now, 60)
+
+
+def test_central_config_errors_name_key_and_fix(tmp_path):
+    from central.config import CentralConfigError, load, parse
+    with pytest.raises(CentralConfigError) as ei:
+        parse({"data_dir": str(tmp_path), "store": {"url": "clickhouse.local"}, "retention": {"days": 30},
+               "server": {"treads": 4}})
+    msg = str(ei.value)
+    assert "[store.url]" in msg and "http://" in msg
+    assert "[retention.days]" in msg and "90" in msg
+    assert "[server.treads] is not a known key" in msg
+    with pytest.raises(CentralConfigError, match="data_dir.*missing"):
+        parse({})
+    p = tmp_path / "c.toml"
+    p.write_text("data_dir = ")
+    with pytest.raises(CentralConfigError, match="not valid TOML"):
+        load(p)
+    assert load(Path(__file__).parent.parent / "examples" / "central.toml").server.threads == 8

@@ -316,3 +316,41 @@ def test_sync_status_command_and_heartbeat(tmp_path, centre):
     assert resp["next_seq"] == lsync.status(ledger)["last_acked_seq"] + 1
     row = centre.appdb_rows("SELECT version, lag, office FROM boxes WHERE box_id = ?", (ledger.box_id,))[0]
     assert row[0].startswith("skillspot") and json.loads(row[1])["pending_batches"] == 0 and row[2] == "Office hb"
+
+
+def test_push_config_reaches_the_box_and_cli_status(tmp_path, centre):
+    import subprocess
+    import sys
+    import tomllib
+    ledger, svc, clock = make_box(tmp_path, centre, "cli")
+    fill(ledger, clock, n_users=1, flows_per_user=3)
+    drain(svc)
+    svc.heartbeat()
+    push = json.loads((svc.s.data_dir / "central_push.json").read_text())
+    assert set(push) == {"config_version", "terms_version", "blocklist"}
+    ex = tomllib.loads((Path(__file__).parent.parent / "examples" / "skillspot.toml").read_text())
+    text = (Path(__file__).parent.parent / "examples" / "skillspot.toml").read_text()
+    text = text.replace(f'id = "{ex["box"]["id"]}"', f'id = "{ledger.box_id}"')
+    text = text.replace(f'data_dir = "{ex["box"]["data_dir"]}"', f'data_dir = "{svc.s.data_dir}"')
+    assert '[central]\nurl = ""' in text
+    text = text.replace('[central]\nurl = ""', f'[central]\nurl = "{centre.url}"')
+    conf = tmp_path / "box.toml"
+    conf.write_text(text)
+    r = subprocess.run([sys.executable, "-m", "skillspot.cli", "-c", str(conf), "sync", "status", "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    st = json.loads(r.stdout)
+    assert st["last_acked_seq"] == lsync.status(ledger)["last_acked_seq"] >= 1 and st["centre"] == centre.url
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace(f'url = "{centre.url}"', 'url = "ftp://x"'))
+    r = subprocess.run([sys.executable, "-m", "skillspot.cli", "-c", str(bad), "sync", "status"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "central.url" in r.stderr
+
+
+def test_retention_command_while_the_service_holds_the_store(centre):
+    r = centre.cmd("retention", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["dry_run"] is True and res["dropped"] == {}   # everything here is days old at most
+    assert centre.proc.poll() is None
