@@ -16,6 +16,7 @@ from central import accounts  # noqa: E402
 from central.oa.service import Oa, OaError  # noqa: E402
 from lineapi import sandbox_oa  # noqa: E402
 from lineapi.sandbox import default_users  # noqa: E402
+from tests.central_admin_util import Box, login_row  # noqa: E402
 from tests.oa_util import SECRET, bkk_ms, oa_centre, wait_for  # noqa: E402
 
 SOMCHAI, MALEE, NIRAN = (u.user_id for u in default_users())
@@ -175,6 +176,18 @@ def test_broadcast_shows_quota_and_refuses_when_over(c):
     mc = [s for s in state.sent[sent_before:] if s["kind"] == "multicast"]
     assert len(mc) == 1 and sorted(mc[0]["to"]) == sorted([SOMCHAI, MALEE, NIRAN]) and mc[0]["retry_key"]
     assert oa.preview_broadcast(office="Nowhere")["recipients"] == 0
+    # scheduled: nothing goes before its time; at its time the quota is checked again
+    later = oa.send_broadcast("ข่าวพรุ่งนี้", "Tomorrow's news", "", "", "staff", send_at_ms=c.clock.ms + 3_600_000)
+    assert later["scheduled"]
+    assert oa.send_due_broadcasts() == 0
+    state.quota_limit = state.quota_used + 1
+    c.clock.ms += 3_600_000
+    c.settle()
+    wait_for(lambda: conn.execute("SELECT status FROM oa_broadcasts WHERE id = ?", (later["id"],)).fetchone()[0]
+             == "refused", "the scheduled broadcast to be refused over the quota")
+    assert "3 recipients but only 1" in conn.execute("SELECT detail FROM oa_broadcasts WHERE id = ?",
+                                                     (later["id"],)).fetchone()[0]
+    state.quota_limit = state.quota_used + 100
 
 
 def test_staff_pages(c):
@@ -210,6 +223,24 @@ def test_staff_pages(c):
     assert not [v for v in c.oa.matches(SOMCHAI) if v["id"] == vid]
     http.post(f"/admin/oa/vacancies/{vid}/open", data={"csrf": csrf})
     assert [v for v in c.oa.matches(SOMCHAI) if v["id"] == vid]
+    # WiFi logins synced from a box: visitors per office per day, friends the WiFi brought, and
+    # the portal's optional consent box (an `events` row) turning into a recorded consent
+    box = Box("box-cm-oa", "Chiang Mai")
+    box.enrol(c)
+    t = bkk_ms(2026, 12, 1, 9, 30)
+    fr = login_row(box, t, MALEE, "Malee", "02:00:00:00:00:0c", "10.2.0.3")
+    fr["friendship_changed"] = 1
+    box.upload(c, {"logins": [fr, login_row(box, t + 60_000, NIRAN, "Niran", "02:00:00:00:00:0d", "10.2.0.4"),
+                              login_row(box, t + 120_000, NIRAN, "Niran", "02:00:00:00:00:0d", "10.2.0.4")]})
+    conn.execute("INSERT INTO oa_consent (user_id, kind, granted, at_ms, source) VALUES (?, 'messages', 0, ?, 'chat')",
+                 (MALEE, c.clock.ms))
+    upload_events(c, box, [[box.ids(1)[0], t, "oa_consent", MALEE, json.dumps({"given": True, "terms_version": "v1"})],
+                           [box.ids(1)[0], t + 60_000, "oa_consent", NIRAN, json.dumps({"given": False})]])
+    wait_for(lambda: conn.execute("SELECT source FROM oa_consent WHERE user_id = ? ORDER BY id DESC LIMIT 1",
+                                  (MALEE,)).fetchone() == ("portal",), "the portal consent to be recorded")
+    visitors = http.get("/admin/oa/charts?csv=visitors").get_data(as_text=True)
+    assert "Chiang Mai,2026-12-01,2" in visitors
+    assert "Chiang Mai,2026-12,1" in http.get("/admin/oa/charts?csv=friends").get_data(as_text=True)
     charts = http.get("/admin/oa/charts").get_data(as_text=True)
     assert "<svg" in charts and "http" not in charts.split("<main>")[1].replace("http://www.w3.org/2000/svg", "")
     data = http.get("/admin/oa/charts?csv=skills").get_data(as_text=True)
@@ -226,6 +257,20 @@ def test_staff_pages(c):
                     content_type="multipart/form-data")
     assert r.status_code == 403
     assert viewer.get("/admin/oa/news").status_code == 403
+
+
+def upload_events(c, box, rows: list[list]) -> None:
+    """A batch with ledger `events` rows (a table without a fixed sync schema), as a box sends it."""
+    from syncapi import batch as sbatch
+    from tests.central_admin_util import API
+    ids = [r[0] for r in rows]
+    sections = {"events": {"from": min(ids) - 1, "to": max(ids), "columns": ["id", "at_ms", "kind", "subject", "detail"],
+                           "rows": rows}}
+    box.seq += 1
+    _raw, h, wire = sbatch.build(box.box_id, box.seq, box.prev, c.clock.ms, sections)
+    box._send(c, "POST", f"{API}/boxes/{box.box_id}/batches/{box.seq}", wire,
+              {"Content-Type": sbatch.CONTENT_TYPE, sbatch.H_HASH: h})
+    box.prev = h
 
 
 def login(c, http, name: str, password: str, totp_secret: str) -> str:

@@ -159,8 +159,9 @@ def create_admin_blueprint() -> Blueprint:
             preview = _oa().preview_broadcast(f.get("office", ""), f.get("province", ""))
         except Exception as exc:  # LINE unreachable: say so, send nothing
             preview, f = None, {}
-            return page("oa/news.html", preview=None, error=f"could not read the quota from LINE: {exc}", form=f)
-        return page("oa/news.html", preview=preview, form=f)
+            return page("oa/news.html", preview=None, error=f"could not read the quota from LINE: {exc}", form=f,
+                        history=_oa().broadcasts())
+        return page("oa/news.html", preview=preview, form=f, history=_oa().broadcasts())
 
     @bp.post("/news")
     @requires("admin")
@@ -168,29 +169,40 @@ def create_admin_blueprint() -> Blueprint:
         f = request.form
         from flask import g
         try:
+            at = parse_time(f["send_at"], "Asia/Bangkok") if f.get("send_at", "").strip() else None
             res = _oa().send_broadcast(f.get("text_th", ""), f.get("text_en", ""), f.get("office", ""),
-                                       f.get("province", ""), g.account.name)
-        except OaError as exc:
+                                       f.get("province", ""), g.account.name, at)
+        except (OaError, ValueError) as exc:
             log("oa_news_refused", {"reason": str(exc)})
-            return page("oa/news.html", 409, preview=None, error=str(exc), form=f)
+            return page("oa/news.html", 409, preview=None, error=str(exc), form=f, history=_oa().broadcasts())
         log("oa_news_send", {"id": res["id"], "recipients": res["recipients"]}, res["recipients"])
         return back(done=f"news {res['id']} queued for {res['recipients']} people")
 
     @bp.get("/charts")
     @requires("viewer")
     def charts() -> Any:
+        from central.oa.synced import friends_brought, wifi_visitors
         oa = _oa()
         which = request.args.get("csv")
-        tv, fw = oa.chart_trainees_vs_vacancies(), oa.chart_friends_via_wifi()
+        now = oa.clock_ms()
+        days = max(1, min(366, int(request.args.get("days", "31") or 31)))
+        tv = oa.chart_trainees_vs_vacancies()
+        visits = wifi_visitors(oa.store, now - days * 86_400_000, now + 86_400_000) if oa.store else []
+        fw = friends_brought(oa.store, now - 366 * 86_400_000, now + 86_400_000) if oa.store else []
+        log("oa_charts", {"csv": which})
         if which == "skills":
             return csv_response("trainees-vs-vacancies", tv, ["province", "month", "skill", "trainees", "vacancies"])
+        if which == "visitors":
+            return csv_response("wifi-visitors", visits, ["office", "day", "visitors"])
         if which == "friends":
-            return csv_response("friends-via-wifi", fw, ["office", "month", "friends", "via_wifi"])
+            return csv_response("friends-via-wifi", fw, ["office", "month", "friends"])
         for r in tv:
             r["label"] = f"{r['province']} {r['month']} {r['skill']}"
+        for r in visits:
+            r["label"] = f"{r['office']} {r['day']}"
         for r in fw:
             r["label"] = f"{r['office']} {r['month']}"
         return page("oa/charts.html", skills=svg_bars(tv, "label", ["trainees", "vacancies"]),
-                    friends=svg_bars(fw, "label", ["friends", "via_wifi"]))
+                    visitors=svg_bars(visits, "label", ["visitors"]), friends=svg_bars(fw, "label", ["friends"]))
 
     return bp

@@ -739,28 +739,54 @@ class Oa:
                 "remaining": None if limit is None else limit - used,
                 "fits": limit is None or used + n <= limit}
 
-    def send_broadcast(self, text_th: str, text_en: str, office: str, province: str, by: str) -> dict:
-        """Send now as multicasts of <= 500; refused (nothing queued) when it would exceed the quota."""
+    def send_broadcast(self, text_th: str, text_en: str, office: str, province: str, by: str,
+                       send_at_ms: int | None = None) -> dict:
+        """Send now (or at `send_at_ms`) as multicasts of <= 500 to friends who agreed, narrowed
+        to an office or province. Refused, nothing queued, when it would exceed the month's quota
+        (checked again at a scheduled send). Returns the preview numbers and the broadcast id."""
         if not text_th.strip() or len(text_th) + len(text_en) > 4900:
             raise OaError("write the message (Thai, and English if you like; under 4,900 characters)")
-        p = self.preview_broadcast(office, province)
         now = self.clock_ms()
         conn = self.connect()
+        later = send_at_ms is not None and send_at_ms > now
+        bid = conn.execute("INSERT INTO oa_broadcasts (text, office, province, send_at_ms, status, created_by, created_ms) "
+                           "VALUES (?, ?, ?, ?, 'scheduled', ?, ?)",
+                           (dumps([text_th.strip(), text_en.strip()]), office, province, send_at_ms or now, by, now)).lastrowid
+        if later:
+            return dict(self.preview_broadcast(office, province), id=bid, scheduled=True)
+        return self._dispatch(bid)
+
+    def send_due_broadcasts(self) -> int:
+        """Send scheduled broadcasts whose time has come (each checked against the quota)."""
+        due = _rows(self.connect(), "SELECT id FROM oa_broadcasts WHERE status = 'scheduled' AND send_at_ms <= ?",
+                    (self.clock_ms(),))
+        for b in due:
+            try:
+                self._dispatch(b["id"])
+            except OaError:
+                pass  # refused: recorded with the numbers on the broadcast's row
+        return len(due)
+
+    def _dispatch(self, bid: int) -> dict:
+        conn = self.connect()
+        b = _one(conn, "SELECT * FROM oa_broadcasts WHERE id = ?", (bid,))
+        text_th, text_en = json.loads(b["text"])
+        p = self.preview_broadcast(b["office"], b["province"])
         if not p["fits"]:
             detail = (f"refused: {p['recipients']} recipients but only {p['remaining']} of {p['limit']} messages "
                       f"left this month ({p['used']} used)")
-            conn.execute("INSERT INTO oa_broadcasts (text, office, province, send_at_ms, status, recipients, detail, "
-                         "created_by, created_ms) VALUES (?, ?, ?, ?, 'refused', ?, ?, ?, ?)",
-                         (text_th + "\n" + text_en, office, province, now, p["recipients"], detail, by, now))
+            conn.execute("UPDATE oa_broadcasts SET status = 'refused', recipients = ?, detail = ? WHERE id = ?",
+                         (p["recipients"], detail, bid))
             raise OaError(detail)
-        bid = conn.execute("INSERT INTO oa_broadcasts (text, office, province, send_at_ms, status, recipients, detail, "
-                           "created_by, created_ms) VALUES (?, ?, ?, ?, 'sent', ?, ?, ?, ?)",
-                           (text_th + "\n" + text_en, office, province, now, p["recipients"], "", by, now)).lastrowid
-        users = self.audience(office, province)
+        users = self.audience(b["office"], b["province"])
+        conn.execute("UPDATE oa_broadcasts SET status = 'sent', recipients = ?, detail = ? WHERE id = ?",
+                     (len(users), f"quota before: {p['used']}/{p['limit']}", bid))
         if users:
-            self.queue_multicast(users, [M.text(text_th.strip(), text_en.strip(),
-                                                [M.postback("หยุด Stop", "a=stop")])], f"broadcast:{bid}")
-        return dict(p, id=bid)
+            self.queue_multicast(users, [M.text(text_th, text_en, [M.postback("หยุด Stop", "a=stop")])], f"broadcast:{bid}")
+        return dict(p, recipients=len(users), id=bid, scheduled=False)
+
+    def broadcasts(self) -> list[dict]:
+        return _rows(self.connect(), "SELECT * FROM oa_broadcasts ORDER BY id DESC LIMIT 100")
 
     # ================================================================ charts
     def chart_trainees_vs_vacancies(self) -> list[dict]:
@@ -779,8 +805,3 @@ class Oa:
             for sk in skills_of(r["skills"]):
                 out.setdefault((r["province"], r["month"], sk), {"trainees": 0, "vacancies": 0})["vacancies"] += r["n"]
         return [{"province": k[0], "month": k[1], "skill": k[2], **v} for k, v in sorted(out.items())]
-
-    def chart_friends_via_wifi(self) -> list[dict]:
-        return _rows(self.connect(), """SELECT coalesce(office, '?') AS office,
-            strftime('%Y-%m', followed_ms / 1000, 'unixepoch', '+7 hours') AS month, count(*) AS friends,
-            sum(via_wifi) AS via_wifi FROM oa_friends GROUP BY 1, 2 ORDER BY 1, 2""")

@@ -24,7 +24,10 @@ class Worker:
     def run_once(self, periodic: bool = False) -> int:
         n = self.oa.process_inbox()
         if periodic:
-            n += self.oa.send_reminders() + self.oa.wifi_checkins()
+            n += self.oa.send_reminders() + self.oa.wifi_checkins() + self.oa.send_due_broadcasts()
+            if self.oa.store is not None:
+                from central.oa.synced import import_portal_consents
+                n += import_portal_consents(self.oa, self.oa.store)
         n += self.oa.flush_outbox()
         return n
 
