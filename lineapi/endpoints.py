@@ -33,6 +33,7 @@ BROADCAST = "/v2/bot/message/broadcast"
 QUOTA = "/v2/bot/message/quota"
 QUOTA_CONSUMPTION = "/v2/bot/message/quota/consumption"
 RICHMENU = "/v2/bot/richmenu"
+RICHMENU_CONTENT = "/v2/bot/richmenu/<rich_menu_id>/content"  # on api-data.line.me
 USER_RICHMENU = "/v2/bot/user/<user_id>/richmenu"
 USER_RICHMENU_LINK = "/v2/bot/user/<user_id>/richmenu/<rich_menu_id>"
 DEFAULT_RICHMENU = "/v2/bot/user/all/richmenu/<rich_menu_id>"

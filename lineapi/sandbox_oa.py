@@ -6,7 +6,8 @@ with ``X-Line-Signature`` = base64(HMAC-SHA256(channel secret, raw body)); every
 ``webhookEventId`` (a ULID) and ``deliveryContext.isRedelivery``; a reply token works once and
 for about a minute; push/multicast/narrowcast/broadcast honour ``X-Line-Retry-Key`` (24 h, a
 repeat answers 409) and count once per recipient against the monthly quota (past it: 429 and
-nothing is sent). Faults (``POST /sandbox/faults``) also apply to ``reply``, ``multicast``,
+nothing is sent); a rich menu needs its image (``POST /v2/bot/richmenu/{id}/content``, JPEG or
+PNG, <= 1 MB, once) before it can be linked. Faults (``POST /sandbox/faults``) also apply to ``reply``, ``multicast``,
 ``narrowcast`` and ``broadcast``.
 
 Sandbox-only paths:
@@ -67,6 +68,7 @@ class OaState:
     reply_tokens: dict[str, list] = field(default_factory=dict)  # token -> [user_id, issued, used]
     sent: list[dict] = field(default_factory=list)
     richmenus: dict[str, dict] = field(default_factory=dict)
+    richmenu_images: dict[str, tuple[str, int]] = field(default_factory=dict)  # id -> (content type, bytes)
     user_richmenu: dict[str, str] = field(default_factory=dict)
     default_richmenu: str | None = None
     audiences: dict[int, list[str]] = field(default_factory=dict)
@@ -351,6 +353,29 @@ def add_messaging_routes(app: Flask, state: Any) -> None:
             state.oa.richmenus[rid] = body
         return jsonify({"richMenuId": rid})
 
+    @app.post(endpoints.RICHMENU_CONTENT)
+    def richmenu_image(rich_menu_id: str) -> Any:
+        problem = auth()
+        if problem is not None:
+            return problem
+        ctype = (request.content_type or "").split(";")[0].strip()
+        data = request.get_data()
+        if ctype not in ("image/jpeg", "image/png"):
+            return jsonify({"message": "Content-Type must be image/jpeg or image/png"}), 400
+        if not data or len(data) > 1024 * 1024:
+            return jsonify({"message": "The image must be at most 1 MB"}), 400
+        magic_ok = data.startswith(b"\xff\xd8") if ctype == "image/jpeg" else data.startswith(b"\x89PNG")
+        if not magic_ok:
+            return jsonify({"message": "The image is not a " + ctype}), 400
+        with state.lock:
+            if rich_menu_id not in state.oa.richmenus:
+                return jsonify({"message": "richmenu not found"}), 404
+            if rich_menu_id in state.oa.richmenu_images:
+                # LINE: an image cannot be replaced; make a new rich menu
+                return jsonify({"message": "An image has already been uploaded to the richmenu"}), 400
+            state.oa.richmenu_images[rich_menu_id] = (ctype, len(data))
+        return jsonify({})
+
     @app.post(endpoints.USER_RICHMENU_LINK)
     def richmenu_link(user_id: str, rich_menu_id: str) -> Any:
         problem = auth()
@@ -359,6 +384,8 @@ def add_messaging_routes(app: Flask, state: Any) -> None:
         with state.lock:
             if rich_menu_id not in state.oa.richmenus:
                 return jsonify({"message": "richmenu not found"}), 404
+            if rich_menu_id not in state.oa.richmenu_images:
+                return jsonify({"message": "must upload richmenu image before applying it to user"}), 400
             if user_id not in state.users:
                 return jsonify({"message": "The user hasn't added the LINE Official Account as a friend."}), 400
             state.oa.user_richmenu[user_id] = rich_menu_id
@@ -383,6 +410,8 @@ def add_messaging_routes(app: Flask, state: Any) -> None:
         with state.lock:
             if rich_menu_id not in state.oa.richmenus:
                 return jsonify({"message": "richmenu not found"}), 404
+            if rich_menu_id not in state.oa.richmenu_images:
+                return jsonify({"message": "must upload richmenu image before applying it to user"}), 400
             state.oa.default_richmenu = rich_menu_id
         return jsonify({})
 

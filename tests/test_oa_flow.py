@@ -37,6 +37,7 @@ def test_whole_conversation(tmp_path, monkeypatch):
         menu = c.sb.state.oa.user_richmenu
         assert menu[SOMCHAI] == menu[MALEE] == menu[NIRAN] and menu[SOMCHAI] in c.sb.state.oa.richmenus
         assert len(c.sb.state.oa.richmenus) == 1  # made once, linked to each
+        assert c.sb.state.oa.richmenu_images[menu[SOMCHAI]][0] == "image/jpeg"
         for data in ("a=consent&k=messages&v=1", "a=consent&k=jobs&v=1", "a=consent&k=auto_checkin&v=1"):
             c.act("postback", SOMCHAI, data=data)
         c.act("postback", NIRAN, data="a=consent&k=auto_checkin&v=1")

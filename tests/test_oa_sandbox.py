@@ -138,5 +138,16 @@ def test_rich_menus():
         assert requests.post(f"{sb.url}/v2/bot/user/{MALEE}/richmenu/richmenu-{'0' * 32}", headers=AUTH,
                              timeout=5).status_code == 404
         assert requests.get(f"{sb.url}/v2/bot/user/{MALEE}/richmenu", headers=AUTH, timeout=5).status_code == 404
+        # LINE links no rich menu before its image is uploaded
+        r = requests.post(f"{sb.url}/v2/bot/user/{MALEE}/richmenu/{rid}", headers=AUTH, timeout=5)
+        assert r.status_code == 400 and "image" in r.json()["message"]
+        from central.oa.messages import RICH_MENU_IMAGE
+        jpeg = RICH_MENU_IMAGE.read_bytes()
+        assert requests.post(f"{sb.url}/v2/bot/richmenu/{rid}/content", data=b"GIF89a", headers={**AUTH, "Content-Type": "image/jpeg"},
+                             timeout=5).status_code == 400
+        assert requests.post(f"{sb.url}/v2/bot/richmenu/{rid}/content", data=jpeg, headers={**AUTH, "Content-Type": "image/jpeg"},
+                             timeout=5).status_code == 200
+        assert requests.post(f"{sb.url}/v2/bot/richmenu/{rid}/content", data=jpeg, headers={**AUTH, "Content-Type": "image/jpeg"},
+                             timeout=5).status_code == 400  # only once
         assert requests.post(f"{sb.url}/v2/bot/user/{MALEE}/richmenu/{rid}", headers=AUTH, timeout=5).status_code == 200
         assert requests.get(f"{sb.url}/v2/bot/user/{MALEE}/richmenu", headers=AUTH, timeout=5).json() == {"richMenuId": rid}

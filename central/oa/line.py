@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import urllib3
-from linebot.v3.messaging import (ApiClient, ApiException, Configuration, MessagingApi, MulticastRequest,
-                                  PushMessageRequest, ReplyMessageRequest, RichMenuRequest)
+from linebot.v3.messaging import (ApiClient, ApiException, Configuration, MessagingApi, MessagingApiBlob,
+                                  MulticastRequest, PushMessageRequest, ReplyMessageRequest, RichMenuRequest)
 
 
 @dataclass
@@ -72,11 +72,14 @@ class LineClient:
             used = api.get_message_quota_consumption(_request_timeout=self.timeout_s).total_usage
         return (q.value if q.type == "limited" else None), int(used or 0)
 
-    def create_rich_menu(self, menu: dict) -> str:
-        """Create a rich menu; its id."""
+    def create_rich_menu(self, menu: dict, image: bytes, content_type: str) -> str:
+        """Create a rich menu and upload its image (api-data host; LINE links none without one); its id."""
         with ApiClient(self.configuration) as client:
-            return MessagingApi(client).create_rich_menu(RichMenuRequest.from_dict(menu),
-                                                         _request_timeout=self.timeout_s).rich_menu_id
+            rid = MessagingApi(client).create_rich_menu(RichMenuRequest.from_dict(menu),
+                                                        _request_timeout=self.timeout_s).rich_menu_id
+            MessagingApiBlob(client).set_rich_menu_image(rid, image, _headers={"Content-Type": content_type},
+                                                         _request_timeout=self.timeout_s)
+        return rid
 
     def link_rich_menu(self, user_id: str, rich_menu_id: str) -> SendResult:
         """Show `rich_menu_id` to `user_id`."""

@@ -5,6 +5,7 @@ Postback data is a short query string: a=<action> plus its arguments (see centra
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 BKK = dt.timezone(dt.timedelta(hours=7))
@@ -93,6 +94,8 @@ def question(q: dict, n: int, total: int, token: str) -> dict:
                 [postback(c, f"a=ans&t={token}&q={q['id']}&c={i}", c) for i, c in enumerate(choices)])
 
 
+# Made by central/oa/assets/make_richmenu.py from richmenu.html (2500x843, the areas below).
+RICH_MENU_IMAGE = Path(__file__).resolve().parent.parent / "static" / "oa" / "richmenu.jpg"
 RICH_MENU = {
     "size": {"width": 2500, "height": 843}, "selected": True, "name": "DSD main menu",
     "chatBarText": "เมนู Menu",

@@ -189,7 +189,7 @@ class Oa:
         with self._menu_lock:
             row = _one(conn, "SELECT v FROM oa_kv WHERE k = 'rich_menu_id'")
             if row is None:
-                rid = self.line.create_rich_menu(M.RICH_MENU)
+                rid = self.line.create_rich_menu(M.RICH_MENU, M.RICH_MENU_IMAGE.read_bytes(), "image/jpeg")
                 conn.execute("INSERT OR REPLACE INTO oa_kv VALUES ('rich_menu_id', ?)", (rid,))
             else:
                 rid = row["v"]
@@ -424,6 +424,10 @@ class Oa:
                     (now, now + DAY_MS))
         n = 0
         for r in due:
+            # claim first: the worker and `central oa reminders` may run at once; one reminds
+            if not conn.execute("UPDATE oa_registrations SET reminded_ms = ? WHERE id = ? AND reminded_ms IS NULL",
+                                (now, r["id"])).rowcount:
+                continue
             s = self.session(r["session_id"])
             msg = M.text(f"แจ้งเตือน: พรุ่งนี้ {M.when(s['starts_ms'])} อบรม {s['title_th']} ที่ {s['office']} {s['place']}",
                          f"Reminder: {s['title_en']} starts {M.when(s['starts_ms'])} at {s['office']} {s['place']}. "
@@ -431,7 +435,6 @@ class Oa:
                          [M.postback("ยกเลิก Cancel", f"a=cancel&s={s['session_id']}")])
             # a reminder of their own registration: part of the service they asked for
             self.queue_push(r["user_id"], [msg], "reminder", need_consent=False)
-            conn.execute("UPDATE oa_registrations SET reminded_ms = ? WHERE id = ?", (now, r["id"]))
             n += 1
         return n
 
@@ -625,11 +628,21 @@ class Oa:
             if not fresh:
                 continue
             lines = [f"• {v['position']} – {v['employer']} ({v['province']}, {v['wage']})\n  {v['why']}" for v in fresh]
-            if self.queue_push(user, [M.text("งานใหม่ที่ตรงกับคุณ:\n" + "\n".join(lines),
-                                             "New jobs for you (above). Tap 'Stop' in the menu to stop.")], "jobs") is None:
+            # one transaction: the vacancies are claimed for this person and the push is queued
+            # together (the primary key stops a second runner from sending them again)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for v in fresh:
+                    conn.execute("INSERT INTO oa_job_pushes VALUES (?, ?, ?)", (user, v["id"], now))
+                self.queue_push(user, [M.text("งานใหม่ที่ตรงกับคุณ:\n" + "\n".join(lines),
+                                              "New jobs for you (above). Tap 'Stop' in the menu to stop.")], "jobs")
+                conn.execute("COMMIT")
+            except sqlite3.IntegrityError:
+                conn.execute("ROLLBACK")
                 continue
-            for v in fresh:
-                conn.execute("INSERT INTO oa_job_pushes VALUES (?, ?, ?)", (user, v["id"], now))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
             n += 1
         return n
 
