@@ -1,4 +1,7 @@
-"""A local stand-in for LINE (LINE Login v2.1 + the Messaging API push), for tests and the demo.
+"""A local stand-in for LINE (LINE Login v2.1 + the Messaging API), for tests and the demo.
+
+The Official Account side beyond push (signed webhooks, reply, multicast, narrowcast,
+broadcast, rich menus, quota) is in `lineapi.sandbox_oa`, registered on the same app.
 
 It follows LINE's documentation: the same paths (`lineapi.endpoints`), parameters, status codes
 and, where LINE documents an error body, that body. Everything lives in memory inside the Flask

@@ -285,3 +285,32 @@ def login(c, http, name: str, password: str, totp_secret: str) -> str:
     assert r.status_code in (302, 303), r.get_data(as_text=True)[:300]
     html = http.get("/admin/oa/").get_data(as_text=True)
     return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+def test_reminders_command_beside_the_service(c, tmp_path):
+    """`central oa reminders` (for a timer) works on the app database while the service runs, and
+    a second run reminds nobody twice."""
+    import time
+
+    from click.testing import CliRunner
+
+    from central.cli import main
+    now = int(time.time() * 1000)
+    cid = c.oa.add_course("CLI-1", "Lampang", "ลำปาง", "ทดสอบคำสั่ง", "Command test", "x")
+    sid = c.oa.add_session(cid, now + 2 * 3_600_000, now + 5 * 3_600_000, 3)
+    c.oa.register(MALEE, sid)
+    cfg = tmp_path / "central.toml"
+    cfg.write_text(f'data_dir = "{c.services.appdb.path.parent}"\n[oa]\nenabled = true\napi_base_url = "{c.sb.url}"\n')
+    runner = CliRunner()
+    env = {"SKILLSPOT_OA_CHANNEL_SECRET": SECRET, "SKILLSPOT_OA_ACCESS_TOKEN": c.oa.line.configuration.access_token}
+    before = len(c.sent(MALEE))
+    r = runner.invoke(main, ["--config", str(cfg), "oa", "reminders"], env=env)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["reminders"] == 1
+    got = [m for m in c.sent(MALEE)[before:] if "Command test" in (m.get("text") or "")]
+    assert len(got) == 1 and got[0]["kind"] == "push"
+    r = runner.invoke(main, ["--config", str(cfg), "oa", "reminders"], env=env)
+    assert json.loads(r.output)["reminders"] == 0
+    # without the secrets in the environment: a clear error naming the variables
+    r = runner.invoke(main, ["--config", str(cfg), "oa", "reminders"], env={"SKILLSPOT_OA_CHANNEL_SECRET": ""})
+    assert r.exit_code != 0 and "SKILLSPOT_OA_ACCESS_TOKEN" in r.output
