@@ -86,13 +86,14 @@ def _section(conn: sqlite3.Connection, table: str, after: int, through: int) -> 
         for seg_id, blob in conn.execute("SELECT id, data FROM flow_segments WHERE id > ? AND id <= ? ORDER BY id",
                                          (after, through)):
             seg = Segment(blob)
-            c = seg.cols
-            base = seg.base
-            cols = [c[n] for n in ("start_off", "duration", "proto", "src_ip", "port_xor", "pub_ip", "pub_port",
-                                   "dst_ip", "dst_port", "bytes_orig", "bytes_reply", "flags")]
-            for i, (so, du, pr, si, px, pi, pp, di, dp, bo, br, fl) in enumerate(zip(*cols)):
-                start = base + so
-                rows.append([seg_id, i, start, start + du, pr, si, px ^ pp, pi, pp, di, dp, bo, br, fl])
+            c, n, base = seg.cols, seg.n, seg.base
+            # Column-wise (C loops over arrays), then zipped into rows: the catch-up hot path.
+            starts = [base + so for so in c["start_off"]]
+            ends = [st + du for st, du in zip(starts, c["duration"])]
+            src_ports = [x ^ p for x, p in zip(c["port_xor"], c["pub_port"])]
+            rows.extend(map(list, zip([seg_id] * n, range(n), starts, ends, c["proto"], c["src_ip"], src_ports,
+                                      c["pub_ip"], c["pub_port"], c["dst_ip"], c["dst_port"], c["bytes_orig"],
+                                      c["bytes_reply"], c["flags"])))
         return {"from": after, "to": through, "columns": ["id", "idx", *FIELDS], "rows": rows}
     cols = _columns(conn, table)
     sel = ", ".join(f'"{c}"' for c in cols)
