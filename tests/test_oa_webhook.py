@@ -214,8 +214,18 @@ def test_staff_pages(c):
     assert conn.execute("SELECT starts_ms FROM oa_sessions WHERE id = ?", (sid,)).fetchone()[0] == bkk_ms(2026, 12, 2, 9, 0)
     c.oa.register(SOMCHAI, sid)
     c.oa._attend(sid, SOMCHAI, bkk_ms(2026, 12, 2, 9, 5), "code")
-    sheet = http.get(f"/admin/oa/sessions/{sid}/attendance")
-    assert "oaMessage" in sheet.get_data(as_text=True)
+    sheet = http.get(f"/admin/oa/sessions/{sid}/attendance").get_data(as_text=True)
+    assert "oaMessage" in sheet and 'class="checkin-qr"' in sheet
+    # test questions by CSV: a wrong answer number names its line, nothing stored; then stored
+    q = "course_code,position,text_th,text_en,choices,answer\nA1,1,ไฟบ้านกี่โวลต์,Mains volts?,110|220,2\nA1,2,ก,B,x|y,3\n"
+    r = http.post("/admin/oa/import/questions", data={"csrf": csrf, "file": (io.BytesIO(q.encode()), "q.csv")},
+                  content_type="multipart/form-data")
+    assert "line+3" in r.headers["Location"] and not c.oa.questions(cid)
+    q = q.replace("x|y,3", "x|y,1")
+    http.post("/admin/oa/import/questions", data={"csrf": csrf, "file": (io.BytesIO(q.encode()), "q.csv")},
+              content_type="multipart/form-data")
+    assert [(x["position"], x["choices"], x["answer"]) for x in c.oa.questions(cid)] == [(1, ["110", "220"], 1),
+                                                                                     (2, ["x", "y"], 0)]
     csv_text = http.get(f"/admin/oa/sessions/{sid}/attendance?format=csv").get_data(as_text=True)
     assert SOMCHAI in csv_text and "code" in csv_text and "2026-12-02 09:05" in csv_text
     # employer vacancies wait for approval, then match

@@ -165,7 +165,7 @@ CREATE TABLE IF NOT EXISTS oa_broadcasts (
     office TEXT NOT NULL DEFAULT '',
     province TEXT NOT NULL DEFAULT '',
     send_at_ms INTEGER NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('scheduled', 'sent', 'refused')),
+    status TEXT NOT NULL CHECK (status IN ('scheduled', 'sending', 'sent', 'refused')),
     recipients INTEGER,
     detail TEXT,
     created_by TEXT NOT NULL,

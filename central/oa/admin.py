@@ -49,6 +49,14 @@ def svg_bars(rows: list[dict], label: str, series: list[str]) -> str:
             f'role="img">{"".join(parts)}</svg>')
 
 
+def qr_svg(text: str) -> str:
+    """`text` as an inline SVG QR code (segno), for the class to scan with LINE's camera."""
+    import segno
+    buf = io.BytesIO()
+    segno.make(text, error="m").save(buf, kind="svg", scale=8, border=4, xmldecl=False, svgclass="checkin-qr")
+    return buf.getvalue().decode()
+
+
 def _esc(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
@@ -63,7 +71,8 @@ def create_admin_blueprint() -> Blueprint:
     def index() -> Any:
         oa = _oa()
         conn = oa.connect()
-        courses = _rows(conn, "SELECT * FROM oa_courses ORDER BY office, code")
+        courses = _rows(conn, "SELECT c.*, (SELECT count(*) FROM oa_questions q WHERE q.course_id = c.id) AS questions "
+                              "FROM oa_courses c ORDER BY office, code")
         sessions = _rows(conn, """SELECT s.*, c.code, c.office, (SELECT count(*) FROM oa_registrations r WHERE r.session_id = s.id
                                   AND r.status = 'confirmed') AS taken, (SELECT count(*) FROM oa_registrations r WHERE
                                   r.session_id = s.id AND r.status = 'waitlist') AS waiting FROM oa_sessions s
@@ -102,8 +111,8 @@ def create_admin_blueprint() -> Blueprint:
     @bp.post("/import/<kind>")
     @requires("admin")
     def import_csv(kind: str) -> Any:
-        if kind not in ("courses", "vacancies"):
-            return back(error="import courses or vacancies")
+        if kind not in ("courses", "vacancies", "questions"):
+            return back(error="import courses, vacancies or questions")
         up = request.files.get("file")
         try:
             n = _oa().import_csv(kind, up.read() if up else b"")
@@ -149,7 +158,8 @@ def create_admin_blueprint() -> Blueprint:
                 r["checked_in_bangkok"] = bangkok(r["checked_in_ms"]) if r["checked_in_ms"] else ""
             return csv_response(f"attendance-session-{sid}", rows,
                                 ["user_id", "status", "checked_in_bangkok", "checked_in_ms", "method"])
-        return page("oa/attendance.html", s=s, rows=rows, link=oa.checkin_link(sid))
+        link = oa.checkin_link(sid)
+        return page("oa/attendance.html", s=s, rows=rows, link=link, qr=qr_svg(link))
 
     @bp.get("/news")
     @requires("admin")

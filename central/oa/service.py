@@ -677,6 +677,24 @@ class Oa:
                                       "VALUES (?, ?, ?, ?, ?, ?)", (course_id, position, text_th, text_en,
                                                                      dumps(choices), answer)).lastrowid
 
+    def _import_question(self, course_code: str, position: str, text_th: str, text_en: str, choices: str,
+                         answer: str) -> int:
+        """One CSV question: choices separated by '|', answer = the right choice's number (1-based)."""
+        course = _one(self.connect(), "SELECT id FROM oa_courses WHERE code = ?", (course_code,))
+        if course is None:
+            raise OaError(f"no course with code {course_code!r}")
+        labels = [c.strip() for c in choices.split("|") if c.strip()]
+        try:
+            pos, ans = int(position), int(answer) - 1
+        except ValueError:
+            raise OaError("position and answer must be numbers (answer: 1 for the first choice)") from None
+        if not text_th or not text_en:
+            raise OaError("text_th and text_en are required")
+        try:
+            return self.add_question(course["id"], pos, text_th, text_en, labels, ans)
+        except sqlite3.IntegrityError:
+            raise OaError(f"course {course_code} already has a question at position {pos}") from None
+
     def add_vacancy(self, employer: str, position: str, skills: str, province: str, wage: str, closes_on: str,
                     source: str = "staff", contact: str = "") -> int:
         """A vacancy; employer submissions wait for staff approval ('pending')."""
@@ -704,7 +722,8 @@ class Oa:
         (employer,position,skills,province,wage,closes_on). All rows or none: the first bad row
         is named with its line number and nothing is stored."""
         need = {"courses": ("code", "office", "province", "title_th", "title_en", "skills"),
-                "vacancies": ("employer", "position", "skills", "province", "wage", "closes_on")}[kind]
+                "vacancies": ("employer", "position", "skills", "province", "wage", "closes_on"),
+                "questions": ("course_code", "position", "text_th", "text_en", "choices", "answer")}[kind]
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError:
@@ -722,8 +741,10 @@ class Oa:
                 try:
                     if kind == "courses":
                         self.add_course(*vals)
-                    else:
+                    elif kind == "vacancies":
                         self.add_vacancy(*vals, source="csv")
+                    else:
+                        self._import_question(*vals)
                 except OaError as exc:
                     raise OaError(f"line {reader.line_num}: {exc}; nothing was imported") from None
                 n += 1
@@ -762,9 +783,11 @@ class Oa:
         now = self.clock_ms()
         conn = self.connect()
         later = send_at_ms is not None and send_at_ms > now
+        # an immediate send is 'sending' from the start, so the worker's timer never takes it too
         bid = conn.execute("INSERT INTO oa_broadcasts (text, office, province, send_at_ms, status, created_by, created_ms) "
-                           "VALUES (?, ?, ?, ?, 'scheduled', ?, ?)",
-                           (dumps([text_th.strip(), text_en.strip()]), office, province, send_at_ms or now, by, now)).lastrowid
+                           "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (dumps([text_th.strip(), text_en.strip()]), office, province, send_at_ms or now,
+                            "scheduled" if later else "sending", by, now)).lastrowid
         if later:
             return dict(self.preview_broadcast(office, province), id=bid, scheduled=True)
         return self._dispatch(bid)
@@ -774,6 +797,9 @@ class Oa:
         due = _rows(self.connect(), "SELECT id FROM oa_broadcasts WHERE status = 'scheduled' AND send_at_ms <= ?",
                     (self.clock_ms(),))
         for b in due:
+            if not self.connect().execute("UPDATE oa_broadcasts SET status = 'sending' WHERE id = ? AND status = 'scheduled'",
+                                          (b["id"],)).rowcount:
+                continue  # another runner took it
             try:
                 self._dispatch(b["id"])
             except OaError:
