@@ -307,6 +307,21 @@ def add_messaging_routes(app: Flask, state: Any) -> None:
         return jsonify({"audienceGroupId": gid, "type": "UPLOAD", "description": body["description"],
                         "created": int(state.clock())}), 202
 
+    @app.get(endpoints.BOT_PROFILE)
+    def bot_profile(user_id: str) -> Any:
+        problem = auth()
+        if problem is not None:
+            return problem
+        with state.lock:
+            user = state.users.get(user_id)
+            # LINE: only users who are friends (or were, and have not blocked) have a profile here
+            if user is None or not user.is_friend:
+                return jsonify({"message": "Not found"}), 404
+            body = {"userId": user.user_id, "displayName": user.display_name, "language": "th"}
+            if user.picture_url:
+                body["pictureUrl"] = user.picture_url
+        return jsonify(body)
+
     @app.get(endpoints.QUOTA)
     def quota() -> Any:
         problem = auth()

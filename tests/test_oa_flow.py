@@ -103,6 +103,7 @@ def test_whole_conversation(tmp_path, monkeypatch):
         assert sheet[SOMCHAI]["method"] == "code" and sheet[NIRAN]["method"] == "wifi"
         assert sheet[NIRAN]["checked_in_ms"] == class_start + 30 * 60_000
         assert MALEE not in sheet
+        assert oa.display_names([NIRAN]) == {NIRAN: "Niran (already a friend)"}  # from LINE's profile on follow
         count = c.services.appdb.connect().execute("SELECT count(*) FROM oa_attendance WHERE session_id = ?",
                                                    (sid,)).fetchone()[0]
         assert count == 2

@@ -215,7 +215,7 @@ def test_staff_pages(c):
     c.oa.register(SOMCHAI, sid)
     c.oa._attend(sid, SOMCHAI, bkk_ms(2026, 12, 2, 9, 5), "code")
     sheet = http.get(f"/admin/oa/sessions/{sid}/attendance").get_data(as_text=True)
-    assert "oaMessage" in sheet and 'class="checkin-qr"' in sheet
+    assert "oaMessage" in sheet and 'class="checkin-qr"' in sheet and 'id="nav-oa"' in sheet
     # test questions by CSV: a wrong answer number names its line, nothing stored; then stored
     q = "course_code,position,text_th,text_en,choices,answer\nA1,1,ไฟบ้านกี่โวลต์,Mains volts?,110|220,2\nA1,2,ก,B,x|y,3\n"
     r = http.post("/admin/oa/import/questions", data={"csrf": csrf, "file": (io.BytesIO(q.encode()), "q.csv")},

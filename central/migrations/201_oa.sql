@@ -17,6 +17,7 @@ CREATE INDEX IF NOT EXISTS oa_inbox_todo ON oa_inbox (done_ms, id);
 
 CREATE TABLE IF NOT EXISTS oa_friends (
     user_id TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL DEFAULT '',  -- from LINE's profile on follow (may change at will)
     is_friend INTEGER NOT NULL,
     followed_ms INTEGER,
     unfollowed_ms INTEGER,

@@ -53,7 +53,8 @@ def qr_svg(text: str) -> str:
     """`text` as an inline SVG QR code (segno), for the class to scan with LINE's camera."""
     import segno
     buf = io.BytesIO()
-    segno.make(text, error="m").save(buf, kind="svg", scale=8, border=4, xmldecl=False, svgclass="checkin-qr")
+    segno.make(text, error="m").save(buf, kind="svg", scale=8, border=4, xmldecl=False, svgclass="checkin-qr",
+                                     light="#fff")
     return buf.getvalue().decode()
 
 
@@ -65,6 +66,10 @@ def create_admin_blueprint() -> Blueprint:
     bp = Blueprint("oa_admin", __name__, url_prefix="/admin/oa")
     bp.before_request(_guard)
     bp.after_request(_no_store)
+
+    @bp.app_context_processor
+    def _nav() -> dict:
+        return {"oa_nav": True}  # the admin header shows the OA link (central/templates/admin/base.html)
 
     @bp.get("/")
     @requires("viewer")
@@ -156,9 +161,15 @@ def create_admin_blueprint() -> Blueprint:
             from central.admin.timefmt import bangkok
             for r in rows:
                 r["checked_in_bangkok"] = bangkok(r["checked_in_ms"]) if r["checked_in_ms"] else ""
+            names = oa.display_names([r["user_id"] for r in rows])
+            for r in rows:
+                r["display_name"] = names.get(r["user_id"], "")
             return csv_response(f"attendance-session-{sid}", rows,
-                                ["user_id", "status", "checked_in_bangkok", "checked_in_ms", "method"])
+                                ["user_id", "display_name", "status", "checked_in_bangkok", "checked_in_ms", "method"])
         link = oa.checkin_link(sid)
+        names = oa.display_names([r["user_id"] for r in rows])
+        for r in rows:
+            r["display_name"] = names.get(r["user_id"], "")
         return page("oa/attendance.html", s=s, rows=rows, link=link, qr=qr_svg(link))
 
     @bp.get("/news")

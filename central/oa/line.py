@@ -64,6 +64,14 @@ class LineClient:
         req = MulticastRequest.from_dict({"to": to, "messages": messages})
         return self._call(lambda api: api.multicast(req, x_line_retry_key=retry_key, _request_timeout=self.timeout_s))
 
+    def display_name(self, user_id: str) -> str:
+        """The user's LINE display name ('' when LINE has no profile for them or is unreachable)."""
+        with ApiClient(self.configuration) as client:
+            try:
+                return MessagingApi(client).get_profile(user_id, _request_timeout=self.timeout_s).display_name or ""
+            except (ApiException, urllib3.exceptions.HTTPError):
+                return ""
+
     def quota(self) -> tuple[int | None, int]:
         """(monthly limit or None when unlimited, used this month)."""
         with ApiClient(self.configuration) as client:

@@ -157,9 +157,11 @@ class Oa:
 
     def _follow(self, user: str, at_ms: int, token: str | None) -> None:
         conn = self.connect()
-        conn.execute("INSERT INTO oa_friends (user_id, is_friend, followed_ms) VALUES (?, 1, ?) "
-                     "ON CONFLICT (user_id) DO UPDATE SET is_friend = 1, followed_ms = excluded.followed_ms",
-                     (user, at_ms))
+        name = self.line.display_name(user)
+        conn.execute("INSERT INTO oa_friends (user_id, display_name, is_friend, followed_ms) VALUES (?, ?, 1, ?) "
+                     "ON CONFLICT (user_id) DO UPDATE SET is_friend = 1, followed_ms = excluded.followed_ms, "
+                     "display_name = CASE WHEN excluded.display_name != '' THEN excluded.display_name ELSE display_name END",
+                     (user, name, at_ms))
         self.link_wifi(user)
         self.ensure_rich_menu(user)
         self.respond(user, token, [M.consent_question()])
@@ -510,6 +512,14 @@ class Oa:
                                                       f"Checked in automatically: {s['title_en']}")], "checkin",
                                 need_consent=False)
         return n
+
+    def display_names(self, users: list[str]) -> dict[str, str]:
+        """Display names known from follow events, for staff pages."""
+        if not users:
+            return {}
+        marks = ",".join("?" * len(users))
+        return {r["user_id"]: r["display_name"] for r in
+                _rows(self.connect(), f"SELECT user_id, display_name FROM oa_friends WHERE user_id IN ({marks})", tuple(users))}
 
     def attendance_sheet(self, session_id: int) -> list[dict]:
         """Every registration of a session with its check-in, for staff."""
