@@ -94,6 +94,37 @@ def test_webhook_failure_is_redelivered_and_nothing_is_lost_without_a_worker(c):
         from central.oa.worker import Worker
         c.ext.worker = Worker(c.oa, 0.05, 0.1)
         c.ext.worker.start()
+    # an event whose handling fails waits (1 s, then 2 s) and is tried again; nothing is lost
+    c.ext.worker.stop()
+    try:
+        real = c.oa.handle
+        calls = []
+
+        def flaky(ev):
+            calls.append(ev["webhookEventId"])
+            if len(calls) <= 2:
+                raise RuntimeError("database busy")
+            return real(ev)
+        c.oa.handle = flaky
+        ev, _ = sandbox_oa.user_event(c.sb.state, "message", MALEE, text="courses")
+        conn = c.services.appdb.connect()
+        assert c.oa.process_inbox() == 1
+        assert conn.execute("SELECT attempts, next_ms - ?, error FROM oa_inbox WHERE event_id = ?",
+                            (c.clock.ms, ev["webhookEventId"])).fetchone() == (1, 1000, "RuntimeError: database busy")
+        assert c.oa.process_inbox() == 0  # not yet due
+        c.clock.ms += 1000
+        c.oa.process_inbox()
+        assert conn.execute("SELECT attempts, next_ms - ? FROM oa_inbox WHERE event_id = ?",
+                            (c.clock.ms, ev["webhookEventId"])).fetchone() == (2, 2000)
+        c.clock.ms += 2000
+        c.oa.process_inbox()
+        assert conn.execute("SELECT done_ms IS NOT NULL FROM oa_inbox WHERE event_id = ?",
+                            (ev["webhookEventId"],)).fetchone() == (1,)
+    finally:
+        c.oa.handle = real
+        from central.oa.worker import Worker
+        c.ext.worker = Worker(c.oa, 0.05, 0.1)
+        c.ext.worker.start()
     # LINE redelivers an event our endpoint failed to take (redelivery switched on)
     c.sb.state.oa.redelivery = True
     good = c.sb.state.oa.webhook_url

@@ -11,9 +11,10 @@ CREATE TABLE IF NOT EXISTS oa_inbox (
     redelivered INTEGER NOT NULL DEFAULT 0,  -- copies that arrived again (dropped)
     done_ms INTEGER,
     attempts INTEGER NOT NULL DEFAULT 0,
+    next_ms INTEGER NOT NULL DEFAULT 0,  -- a failed event waits (1 s, 2 s, 4 s ...) before its next try
     error TEXT
 );
-CREATE INDEX IF NOT EXISTS oa_inbox_todo ON oa_inbox (done_ms, id);
+CREATE INDEX IF NOT EXISTS oa_inbox_todo ON oa_inbox (done_ms, next_ms, id);
 
 CREATE TABLE IF NOT EXISTS oa_friends (
     user_id TEXT PRIMARY KEY,

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import io
 import json
+import logging
 import sqlite3
 import threading
 import uuid
@@ -25,6 +26,7 @@ from urllib.parse import parse_qs
 from central.oa import messages as M
 from central.oa.line import LineClient, dumps
 
+log = logging.getLogger("central.oa")
 DAY_MS = 86_400_000
 WEEK_MS = 7 * DAY_MS
 MAX_ATTEMPTS = 8
@@ -110,16 +112,19 @@ class Oa:
 
     def _process_inbox(self, limit: int) -> int:
         conn = self.connect()
-        todo = _rows(conn, "SELECT id, event FROM oa_inbox WHERE done_ms IS NULL AND attempts < ? "
-                           "ORDER BY json_extract(event, '$.timestamp'), id LIMIT ?", (MAX_ATTEMPTS, limit))
+        todo = _rows(conn, "SELECT id, event, attempts FROM oa_inbox WHERE done_ms IS NULL AND attempts < ? "
+                           "AND next_ms <= ? ORDER BY json_extract(event, '$.timestamp'), id LIMIT ?",
+                     (MAX_ATTEMPTS, self.clock_ms(), limit))
         for row in todo:
             try:
                 self.handle(json.loads(row["event"]))
                 conn.execute("UPDATE oa_inbox SET done_ms = ?, attempts = attempts + 1, error = NULL WHERE id = ?",
                              (self.clock_ms(), row["id"]))
-            except Exception as exc:  # kept for a later try; the message says why
-                conn.execute("UPDATE oa_inbox SET attempts = attempts + 1, error = ? WHERE id = ?",
-                             (f"{type(exc).__name__}: {exc}"[:500], row["id"]))
+            except Exception as exc:  # kept for a later try (backing off); the message says why
+                log.warning("OA event %s failed: %s", row["id"], exc)
+                conn.execute("UPDATE oa_inbox SET attempts = attempts + 1, next_ms = ?, error = ? WHERE id = ?",
+                             (self.clock_ms() + 1000 * 2 ** row["attempts"], f"{type(exc).__name__}: {exc}"[:500],
+                              row["id"]))
         return len(todo)
 
     # ================================================================ conversation
@@ -163,8 +168,11 @@ class Oa:
                      "display_name = CASE WHEN excluded.display_name != '' THEN excluded.display_name ELSE display_name END",
                      (user, name, at_ms))
         self.link_wifi(user)
-        self.ensure_rich_menu(user)
         self.respond(user, token, [M.consent_question()])
+        try:
+            self.ensure_rich_menu(user)
+        except Exception as exc:  # the chat works without the menu (typed words too); never fail the follow
+            log.warning("could not link the rich menu for a follower: %s", exc)
 
     def link_wifi(self, user: str) -> dict | None:
         """Link a follower to their WiFi logins (same provider: the same LINE user id), so the
