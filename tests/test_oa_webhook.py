@@ -355,3 +355,26 @@ def test_reminders_command_beside_the_service(c, tmp_path):
     # without the secrets in the environment: a clear error naming the variables
     r = runner.invoke(main, ["--config", str(cfg), "oa", "reminders"], env={"SKILLSPOT_OA_CHANNEL_SECRET": ""})
     assert r.exit_code != 0 and "SKILLSPOT_OA_ACCESS_TOKEN" in r.output
+
+
+def test_forget_me_erases_on_request(c):
+    oa, conn = c.oa, c.services.appdb.connect()
+    c.act("follow", MALEE)
+    cid = oa.add_course("ERASE-1", "Lampang", "ลำปาง", "ลบ", "Erase", "cooking")
+    sid = oa.add_session(cid, c.clock.ms + 5 * 86_400_000, c.clock.ms + 5 * 86_400_000 + 3_600_000, 1)
+    c.act("postback", MALEE, data="a=consent&k=jobs&v=1")
+    c.act("postback", MALEE, data=f"a=reg&s={sid}")
+    c.act("postback", NIRAN, data=f"a=reg&s={sid}")  # waits
+    c.act("message", MALEE, text="skill: cooking")
+    c.wait_text(MALEE, "Skills saved")
+    c.settle()
+    n = len(c.sent(MALEE))
+    c.act("message", MALEE, text="forget me")
+    ask = c.wait_text(MALEE, "Erase what this account keeps", after=n)[0]
+    c.act("postback", MALEE, data=ask["quickReply"]["items"][0]["action"]["data"])
+    c.wait_text(MALEE, "Erased.", after=n)
+    c.wait_text(NIRAN, "A seat came free")  # Malee's seat went to the waitlist
+    assert oa.user_skills(MALEE) == [] and not oa.consents(MALEE, "messages") and not oa.consents(MALEE, "jobs")
+    assert conn.execute("SELECT display_name FROM oa_friends WHERE user_id = ?", (MALEE,)).fetchone() == ("",)
+    withdrawals = conn.execute("SELECT count(*) FROM oa_consent WHERE user_id = ? AND granted = 0", (MALEE,)).fetchone()[0]
+    assert withdrawals >= 3

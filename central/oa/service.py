@@ -216,6 +216,8 @@ class Oa:
                 self.connect().execute("INSERT OR IGNORE INTO oa_user_skills VALUES (?, ?, 'stated', ?)",
                                        (user, s, self.clock_ms()))
             return [M.text("บันทึกทักษะแล้ว: " + ", ".join(skills), "Skills saved: " + ", ".join(skills))]
+        if low in ("forget me", "ลบข้อมูลของฉัน"):
+            return self._on_postback(user, {"a": "forget"})
         if low in ("stop", "หยุด"):
             return self._on_postback(user, {"a": "stop"})
         if low in ("courses", "หลักสูตร", "อบรม"):
@@ -240,6 +242,15 @@ class Oa:
                 return [M.text("หยุดส่งข้อความแล้ว แตะ 'รับข่าวสาร' เพื่อเริ่มใหม่",
                                "Messages stopped. Tap 'Yes' to start again.",
                                [M.postback("รับข่าวสาร Yes", "a=consent&k=messages&v=1")])]
+            if a == "forget":
+                if d.get("ok") != "1":
+                    return [M.text("ลบข้อมูลของคุณที่บัญชีนี้เก็บไว้ (ทักษะ ผลทดสอบ การลงทะเบียนที่ยังไม่ถึงวัน) และหยุดส่งข้อความ?",
+                                   "Erase what this account keeps about you (skills, test results, upcoming "
+                                   "registrations) and stop all messages?",
+                                   [M.postback("ลบ Erase", "a=forget&ok=1", "ลบข้อมูลของฉัน / Erase my data"),
+                                    M.postback("ไม่ลบ Keep", "a=mine", "ไม่ลบ / Keep")])]
+                self.erase(user)
+                return [M.text("ลบข้อมูลแล้ว และจะไม่ส่งข้อความถึงคุณอีก", "Erased. We will not message you again.")]
             if a == "courses":
                 return [M.courses_carousel(self.open_sessions())]
             if a == "reg":
@@ -259,6 +270,31 @@ class Oa:
         except OaError as exc:
             return [M.text("ทำรายการไม่ได้", str(exc))]
         return [M.text("ไม่เข้าใจคำสั่งนี้", "Sorry, that button is no longer valid.")]
+
+    def erase(self, user: str) -> None:
+        """PDPA erasure on request: withdraw every consent (the withdrawal stays on record as the
+        proof), cancel upcoming registrations (their seats go to the waitlist), drop stated and
+        earned skills, test attempts, job-push history, pending pushes and the profile name.
+        Attendance at past classes stays: it is the department's record of the training given."""
+        for k in CONSENT_KINDS:
+            self.set_consent(user, k, False, "chat")
+        conn, now = self.connect(), self.clock_ms()
+        for r in _rows(conn, "SELECT r.session_id FROM oa_registrations r JOIN oa_sessions s ON s.id = r.session_id "
+                             "WHERE r.user_id = ? AND r.status != 'cancelled' AND s.starts_ms > ?", (user, now)):
+            self.cancel(user, r["session_id"])
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DELETE FROM oa_user_skills WHERE user_id = ?", (user,))
+            conn.execute("DELETE FROM oa_job_pushes WHERE user_id = ?", (user,))
+            conn.execute("DELETE FROM oa_answers WHERE attempt_id IN (SELECT id FROM oa_attempts WHERE user_id = ?)", (user,))
+            conn.execute("DELETE FROM oa_attempts WHERE user_id = ?", (user,))
+            conn.execute("UPDATE oa_outbox SET status = 'failed', error = 'erased on request' WHERE status = 'pending' "
+                         "AND kind = 'push' AND target = ?", (dumps(user),))
+            conn.execute("UPDATE oa_friends SET display_name = '', office = NULL, logins = 0 WHERE user_id = ?", (user,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     # ================================================================ consent
     def set_consent(self, user: str, kind: str, granted: bool, source: str) -> None:
