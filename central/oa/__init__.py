@@ -53,7 +53,8 @@ def build_oa(config: Any, services: Any) -> tuple[Oa, str]:
 
 def init_oa(app: Flask, config: Any, services: Any, start_worker: bool = True) -> OaExt | None:
     """Register the webhook and the OA admin pages; start the worker. Nothing when [oa] is off."""
-    if not config.oa.enabled:
+    settings = getattr(config, "oa", None)
+    if settings is None or not settings.enabled:
         return None
     oa, secret = build_oa(config, services)
     worker = Worker(oa, config.oa.worker_poll_s, config.oa.wifi_checkin_every_s)
