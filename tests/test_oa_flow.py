@@ -44,6 +44,13 @@ def test_whole_conversation(tmp_path, monkeypatch):
         c.act("postback", MALEE, data="a=consent&k=messages&v=1")
         c.settle()
         assert oa.consents(SOMCHAI, "jobs") and oa.consents(NIRAN, "auto_checkin") and not oa.consents(MALEE, "jobs")
+        # block and unblock: unfollow stops everything; back again, the earlier consent is named
+        c.act("unfollow", MALEE)
+        c.settle()
+        assert MALEE not in oa.consenting("messages")
+        c.act("follow", MALEE)
+        c.wait_text(MALEE, "Welcome back")
+        assert MALEE in oa.consenting("messages")
 
         # -- register in the chat: carousel, two seats, the third waits
         n = len(c.sent(SOMCHAI))

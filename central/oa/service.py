@@ -137,7 +137,8 @@ class Oa:
             return
         kind, token = ev.get("type"), ev.get("replyToken")
         if kind == "follow":
-            self._follow(user, ev.get("timestamp") or self.clock_ms(), token)
+            self._follow(user, ev.get("timestamp") or self.clock_ms(), token,
+                         bool((ev.get("follow") or {}).get("isUnblocked")))
         elif kind == "unfollow":
             self.connect().execute("UPDATE oa_friends SET is_friend = 0, unfollowed_ms = ? WHERE user_id = ?",
                                    (ev.get("timestamp") or self.clock_ms(), user))
@@ -160,7 +161,7 @@ class Oa:
                 return
         self.queue_push(user, msgs[:5], "answer", need_consent=False)
 
-    def _follow(self, user: str, at_ms: int, token: str | None) -> None:
+    def _follow(self, user: str, at_ms: int, token: str | None, unblocked: bool = False) -> None:
         conn = self.connect()
         name = self.line.display_name(user)
         conn.execute("INSERT INTO oa_friends (user_id, display_name, is_friend, followed_ms) VALUES (?, ?, 1, ?) "
@@ -168,7 +169,13 @@ class Oa:
                      "display_name = CASE WHEN excluded.display_name != '' THEN excluded.display_name ELSE display_name END",
                      (user, name, at_ms))
         self.link_wifi(user)
-        self.respond(user, token, [M.consent_question()])
+        if unblocked and self.consents(user, "messages"):
+            # back after blocking, with their earlier consent still in force: say so, offer stop
+            self.respond(user, token, [M.text("ยินดีต้อนรับกลับ คุณยังรับข่าวสารอยู่ แตะ 'หยุด' เพื่อหยุดรับ",
+                                              "Welcome back. You still get our messages; tap 'Stop' to stop.",
+                                              [M.postback("หยุด Stop", "a=stop")])])
+        else:
+            self.respond(user, token, [M.consent_question()])
         try:
             self.ensure_rich_menu(user)
         except Exception as exc:  # the chat works without the menu (typed words too); never fail the follow
