@@ -107,6 +107,7 @@ class SyncService:
         self.last_heartbeat = 0.0
         self.last_error = ""
         self.centre_key = None
+        self._fresh: lsync.FormedBatch | None = None
         self.stop = threading.Event()
 
     # ---- enrolment -----------------------------------------------------------------------
@@ -149,10 +150,13 @@ class SyncService:
             if not pend:
                 if not self._due():
                     return acked
-                if lsync.form_batch(self.ledger, self.s.batch_rows) is None:
+                self._fresh = lsync.form_batch(self.ledger, self.s.batch_rows)
+                if self._fresh is None:
                     return acked
                 continue
-            b = lsync.rebuild(self.ledger, pend[0])
+            # A batch just formed is sent as formed; a retry rebuilds it from the ledger (same bytes).
+            fresh, self._fresh = self._fresh, None
+            b = fresh if fresh is not None and fresh.seq == pend[0] else lsync.rebuild(self.ledger, pend[0])
             try:
                 ack = self.client.upload(b.seq, b.body, b.hash)
             except CentreRefused as exc:
