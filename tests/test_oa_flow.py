@@ -34,7 +34,9 @@ def test_whole_conversation(tmp_path, monkeypatch):
             c.act("follow", u)
             c.wait_text(u, "ข่าวสาร")
         assert all(m["kind"] == "reply" for u in (SOMCHAI, MALEE, NIRAN) for m in c.sent(u))
-        menu = c.sb.state.oa.user_richmenu
+        # the menu is linked right after the reply: wait for it
+        menu = wait_for(lambda: c.sb.state.oa.user_richmenu if {SOMCHAI, MALEE, NIRAN} <= set(c.sb.state.oa.user_richmenu)
+                        else None, "the rich menu linked to all three")
         assert menu[SOMCHAI] == menu[MALEE] == menu[NIRAN] and menu[SOMCHAI] in c.sb.state.oa.richmenus
         assert len(c.sb.state.oa.richmenus) == 1  # made once, linked to each
         assert c.sb.state.oa.richmenu_images[menu[SOMCHAI]][0] == "image/jpeg"
