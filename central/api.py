@@ -165,7 +165,7 @@ def create_blueprint() -> Blueprint:
                 svc.appdb.alert("bad_rows", f"batch {seq}: {problem}", box_id, now)
                 return _err(400, "bad_rows", problem)
         conn = svc.appdb.connect()
-        with svc.appdb.batch_lock:
+        with svc.appdb.box_lock(box_id):
             cur = conn.execute("SELECT last_seq, last_hash FROM boxes WHERE box_id = ?", (box_id,)).fetchone()
             last_seq, last_hash = cur
             old = conn.execute("SELECT hash, received_ms, rows FROM batches WHERE box_id = ? AND seq = ?",

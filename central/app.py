@@ -78,6 +78,9 @@ def create_app(config: CentralConfig, services: Services) -> Flask:
     if services.key is None:
         services.key = load_or_create_key(config.key_path)
     app.extensions["skillspot_central"] = _Ext(config, services)
+    if config.server.trusted_proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.server.trusted_proxies)  # type: ignore[method-assign]
 
     def office_of(box_id: str) -> str:
         b = services.appdb.box(box_id)

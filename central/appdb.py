@@ -51,15 +51,22 @@ class AppDB:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._local = threading.local()
-        # One lock for the chain check + insert of batches: concurrent uploads of one box must
-        # see each other's last_seq (SQLite's lock alone would let both read the old value).
-        self.batch_lock = threading.Lock()
+        # Concurrent uploads of one box must see each other's last_seq (SQLite's lock alone would
+        # let both read the old value): one lock per box, see box_lock().
+        self.batch_lock = threading.Lock()   # enrolment (codes, new boxes)
+        self._box_locks: dict[str, threading.Lock] = {}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.migrate()
         except (sqlite3.Error, OSError) as exc:
             raise AppDBError(f"{self.path}: cannot open the centre's app database: {exc}. "
                              "Fix: check data_dir's disk and permissions") from exc
+
+    def box_lock(self, box_id: str) -> threading.Lock:
+        """The lock serialising one box's uploads (chain check + store + record); boxes do not wait
+        for each other (with a ClickHouse server their inserts run in parallel)."""
+        with self.batch_lock:
+            return self._box_locks.setdefault(box_id, threading.Lock())
 
     def connect(self) -> sqlite3.Connection:
         """This thread's connection (autocommit; use `with tx(conn)` for transactions)."""

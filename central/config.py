@@ -29,6 +29,7 @@ class ServerSettings(Section):
                                description='address:port gunicorn listens on, e.g. "127.0.0.1:8440"')] = "127.0.0.1:8440"
     threads: Annotated[int, Field(ge=2, le=64, description="request threads of the one gunicorn worker (chDB allows one process per data folder)")] = 8
     timeout_s: Annotated[int, Field(ge=10, le=600, description="gunicorn worker timeout, seconds")] = 120
+    trusted_proxies: Annotated[int, Field(ge=0, le=5, description="reverse proxies in front that set X-Forwarded-For (0: none); the address a box is seen from comes from them")] = 0
 
 
 class StoreSettings(Section):

@@ -359,3 +359,20 @@ def test_retention_command_while_the_service_holds_the_store(centre):
     again = json.loads(centre.cmd("retention", "--dry-run").stdout)
     assert again["dropped"] == res["dropped"]   # a dry run drops nothing
     assert centre.proc.poll() is None
+
+
+def test_the_same_batch_sent_concurrently_is_stored_once(tmp_path, centre):
+    ledger, svc, clock, b = _first_batch(tmp_path, centre, "race")
+    results: list = []
+
+    def send() -> None:
+        c = CentreClient(centre.url, ledger.box_id, svc.client.key)
+        results.append(c.upload(b.seq, b.body, b.hash)["status"])
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(results) == ["duplicate", "duplicate", "duplicate", "stored"]
+    drain(svc)
+    assert assert_exactly_once(centre, ledger) == b.rows
