@@ -38,7 +38,9 @@ setup(
         "test": ["pytest>=8", "playwright>=1.45", "openapi-core>=0.19"],
         # The centre (never on a box): embedded ClickHouse, the server client, schema validation.
         # pyotp: the TOTP second factor of the central admin pages.
-        "central": ["chdb>=3.0", "clickhouse-connect>=0.8", "jsonschema>=4.20", "pyyaml>=6", "pyotp>=2.9"],
+        # segno: the OA's class check-in QR code (pure Python, SVG output, no image library).
+        "central": ["chdb>=3.0", "clickhouse-connect>=0.8", "jsonschema>=4.20", "pyyaml>=6", "pyotp>=2.9",
+                    "segno>=1.6"],
     },
     entry_points={"console_scripts": ["skillspot=skillspot.cli:main", "central=central.cli:main"]},
 )

@@ -120,6 +120,7 @@ def create_app(config: CentralConfig, services: Services) -> Flask:
     # ---- admin pages (central/admin/, owned by the admin side) ---------------------------
     # ADMIN-BLUEPRINTS-HERE: the admin helper registers its blueprints on the next line.
     _init_admin(app, config, services)
+    from central.oa import init_oa; init_oa(app, config, services)  # noqa: E702 (OA: webhook, admin pages, worker)
     # ---- end of admin pages ----------------------------------------------------------------
     return app
 

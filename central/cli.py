@@ -115,5 +115,7 @@ def enrol_code(ctx: click.Context, by: str, box_id: str | None, hours: int | Non
                err=True)
 
 
+from central.oa.cli import oa_group; main.add_command(oa_group)  # noqa: E402,E702 (the OA's timer jobs)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -11,6 +11,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from central.admin.settings import AdminSettings
+from central.oa.settings import OaSettings
 
 
 class CentralConfigError(Exception):
@@ -70,6 +71,7 @@ class CentralConfig(Section):
     retention: RetentionSettings = RetentionSettings()
     push: PushSettings = PushSettings()
     admin: AdminSettings = AdminSettings()
+    oa: OaSettings = OaSettings()
 
     @property
     def appdb_path(self) -> Path:
