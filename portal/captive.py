@@ -51,6 +51,9 @@ def intercept_foreign_hosts() -> Response | None:
     answer; everything else is redirected, uncached, to the splash page."""
     if is_portal_host(request.host):
         return None
+    # This connection leads to the portal only because the firewall redirected it: close it
+    # after the answer, so the browser's next request (after the login) opens a new one.
+    request.environ["skillspot.close_connection"] = True
     if authorisation_for(client_ip()) is not None:
         answer = probe_answer(request.host, request.path)
         if answer is not None:

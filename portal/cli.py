@@ -84,6 +84,27 @@ def _dual_port_worker_class():
 
 _TLS_LISTENER: tuple[int, str, str] | None = None  # (port, certfile, keyfile), set before the fork
 
+CLOSE_KEY = "skillspot.close_connection"
+
+
+def close_when_asked(app):
+    """WSGI wrapper: a response whose request set environ[CLOSE_KEY] closes its connection.
+
+    The portal answers intercepted requests (any host but its own, redirected to it by the
+    firewall) this way: with keep-alive, a browser would send its first request after the login
+    down the same connection, which still leads to the portal, and see the splash page again
+    instead of the site. gunicorn ignores a Connection header set by the app, so this asks the
+    gunicorn response object (start_response's owner) to close."""
+    def wrapped(environ, start_response):
+        def start(status, headers, exc_info=None):
+            if environ.get(CLOSE_KEY):
+                owner = getattr(start_response, "__self__", None)
+                if owner is not None and hasattr(owner, "force_close"):
+                    owner.force_close()
+            return start_response(status, headers, exc_info)
+        return app(environ, start)
+    return wrapped
+
 
 def server_options(bind: list[str], workers: int) -> dict:
     """The gunicorn settings of the portal."""
@@ -122,7 +143,7 @@ def portal_server(config, bind: list[str], workers: int, tls_port: int | None = 
 
         def load(self):
             from portal import build_services, create_app
-            return create_app(config, build_services(config))
+            return close_when_asked(create_app(config, build_services(config)))
 
     return PortalServer()
 

@@ -44,6 +44,11 @@ CLIENT = textwrap.dedent(f"""
     h = http.client.HTTPConnection("127.0.0.1", {HTTP_PORT}, timeout=30)
     h.request("GET", "/api/captive", headers={{"Host": "{PORTAL_HOST}"}}); r = h.getresponse()
     out["http"] = [r.status, json.loads(r.read())["captive"]]
+    out["http_connection"] = r.getheader("Connection")
+    # A request the firewall redirected here (any other host) closes its connection after the
+    # answer: the browser's first request after the login must not land on the portal again.
+    h.request("GET", "/", headers={{"Host": "example.com"}}); r = h.getresponse(); r.read()
+    out["intercepted"] = [r.status, r.getheader("Connection")]
     ctx = ssl.create_default_context(cafile=ca)
     s = http.client.HTTPSConnection("127.0.0.1", {HTTPS_PORT}, context=ctx, timeout=30)
     # The certificate names the portal, not 127.0.0.1: open the TLS connection by that name.
@@ -112,7 +117,8 @@ def test_one_server_answers_http_and_https_with_keep_alive(tmp_path):
                     proc.kill()
                     proc.wait()
             log.close()
-    assert out["http"] == [200, True]
+    assert out["http"] == [200, True] and out["http_connection"] != "close"
+    assert out["intercepted"] == [302, "close"]
     assert out["https"] == [200, 200, 200] and out["kept_alive"] is True
     assert out["cert_cn"] == PORTAL_HOST and out["portal_url"] == f"https://{PORTAL_HOST}:8443/"
     assert out["plain_on_tls"] != "answered" and out["tls_on_plain"] == "SSLError"
