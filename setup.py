@@ -9,7 +9,7 @@ setup(
     packages=find_packages(include=[
         "base", "base.*", "skillspot", "skillspot.*", "simoffice", "simoffice.*", "portal", "portal.*", "radius", "radius.*",
         "netcfg", "netcfg.*", "provisioning", "provisioning.*", "ledger", "ledger.*",
-        "lineapi", "lineapi.*",
+        "lineapi", "lineapi.*", "health", "health.*",
     ]),
     include_package_data=True,
     package_data={

@@ -24,6 +24,7 @@ PACKAGE_COMMANDS = [
     ("provisioning.cli", "lease_event_command"),
     ("simoffice.demo", "demo_command"),
     ("radius.cli", "radius_command"),
+    ("health.cli", "health_command"),
 ]
 
 
