@@ -36,7 +36,10 @@ setup(
         "flask-babel>=4.0",
     ],
     extras_require={
-        "test": ["pytest>=8", "playwright>=1.45"],
+        "test": ["pytest>=8", "playwright>=1.45",
+                 # the field-install test: the Ansible community package (nsenter, chroot and sysctl
+                 # come from its collections) and the linter run with the production profile
+                 "ansible>=11", "ansible-lint>=25", "pyyaml>=6"],
     },
     entry_points={"console_scripts": ["skillspot=skillspot.cli:main"]},
 )

@@ -3,14 +3,15 @@
 # wheel for the box's Python (Debian 12: CPython 3.11, x86_64), whatever Python the
 # controller has. The box then runs pip with --no-index: it never reaches PyPI.
 #
-#   ansible/build-wheelhouse.sh [OUT_DIR]      (default: dist/wheelhouse)
+#   ansible/build-wheelhouse.sh [OUT_TAR]      (default: dist/wheelhouse.tar)
 #
-# Reproducible: the wheel's timestamps come from the last commit, and OUT_DIR is only
-# touched where a file really differs, so a rerun on the same code changes nothing (and the
-# playbook's copy task reports changed=0). Prints "wheelhouse changed" when it did change.
+# One tarball, so the playbook copies one file (not fifty) to each box. Reproducible: the
+# wheel's timestamps come from the last commit and the tarball is sorted with fixed owners and
+# times, and OUT_TAR is replaced only when its bytes differ, so a rerun on the same code
+# changes nothing (and the playbook reports changed=0).
 set -eu
 repo=$(cd "$(dirname "$0")/.." && pwd)
-out=${1:-$repo/dist/wheelhouse}
+out=${1:-$repo/dist/wheelhouse.tar}
 py=${PYTHON:-python3}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM
@@ -24,14 +25,13 @@ mkdir "$tmp/src" "$tmp/wheels"
     --platform manylinux_2_36_x86_64 --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
     --dest "$tmp/wheels" "$tmp"/wheels/skillspot-*.whl >"$tmp/pip.log" 2>&1 || { cat "$tmp/pip.log" >&2; exit 1; }
-mkdir -p "$out"
-changed=0
-for f in "$tmp"/wheels/*.whl; do
-    name=$(basename "$f")
-    if ! cmp -s "$f" "$out/$name"; then cp "$f" "$out/$name"; changed=1; fi
-done
-for f in "$out"/*.whl; do
-    [ -e "$tmp/wheels/$(basename "$f")" ] || { rm -f "$f"; changed=1; }
-done
-[ "$changed" = 1 ] && echo "wheelhouse changed: $out" || echo "wheelhouse unchanged: $out"
-echo "$(ls "$out" | wc -l) wheels, $(du -sh "$out" | cut -f1)"
+mkdir -p "$(dirname "$out")"
+tar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner --mode=0644 \
+    -C "$tmp/wheels" -cf "$tmp/wheelhouse.tar" .
+if cmp -s "$tmp/wheelhouse.tar" "$out"; then
+    echo "wheelhouse unchanged: $out"
+else
+    cp "$tmp/wheelhouse.tar" "$out.new" && mv "$out.new" "$out"
+    echo "wheelhouse changed: $out"
+fi
+echo "$(ls "$tmp/wheels" | wc -l) wheels, $(du -h "$out" | cut -f1)"

@@ -166,12 +166,16 @@ class Container:
             raise HarnessError("systemd-nspawn is not installed; fix: apt-get install systemd-container")
         (self.rootfs / "etc/hostname").write_text(self.name + "\n")
         argv = ["systemd-nspawn", "-q", "-D", str(self.rootfs), "--register=no", "--keep-unit",
-                "-M", self.name, f"--network-namespace-path=/run/netns/{self.netns}", "-b", "--console=pipe"]
+                "-M", self.name, f"--network-namespace-path=/run/netns/{self.netns}", "-b", "--console=pipe",
+                # A namespace given by path is not "private" to nspawn, so it would drop CAP_NET_ADMIN
+                # and mount /proc/sys/net read-only; the box needs both (nftables, conntrack, sysctl).
+                "--capability=CAP_NET_ADMIN"]
         for b in self.binds:
             argv.append(f"--bind-ro={b}")
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True,
+                                     env={**os.environ, "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"})
         log.close()
 
         def find_init() -> int:

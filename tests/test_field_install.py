@@ -106,6 +106,7 @@ def playbook(inventory: Path, workdir: Path, name: str, playbook_file: str = "si
     pw.chmod(0o600)
     env = {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0",
            "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCAL_TEMP": str(workdir / "ansible-tmp"),
+           "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
            "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}
     proc = subprocess.run([tool("ansible-playbook"), "-i", str(inventory), "--vault-password-file", str(pw),
                            str(ANSIBLE / playbook_file)], capture_output=True, text=True, env=env, cwd=ANSIBLE,
@@ -114,8 +115,11 @@ def playbook(inventory: Path, workdir: Path, name: str, playbook_file: str = "si
     (workdir / f"{name}.log").write_text(out)
     m = re.search(r"^box\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", out, re.M)
     if proc.returncode != 0 or m is None:
+        # The failed task, not the hundred lines of a loop before it.
+        fatal = out.find("fatal:")
+        excerpt = out[max(0, fatal - 1500):fatal + 3000] if fatal >= 0 else out[-4500:]
         raise AssertionError(f"ansible-playbook {playbook_file} failed ({proc.returncode}); "
-                             f"log {workdir / (name + '.log')}:\n{out[-6000:]}")
+                             f"log {workdir / (name + '.log')}:\n{excerpt}")
     return out, {"ok": int(m[1]), "changed": int(m[2]), "unreachable": int(m[3]), "failed": int(m[4])}
 
 
@@ -131,7 +135,7 @@ def field(tmp_path_factory):
     timings["rootfs"] = time.monotonic() - start
     workdir = tmp_path_factory.mktemp("field")
     t = time.monotonic()
-    wheelhouse = workdir / "wheelhouse"
+    wheelhouse = workdir / "wheelhouse.tar"
     build = subprocess.run(["sh", str(ANSIBLE / "build-wheelhouse.sh"), str(wheelhouse)], capture_output=True,
                            text=True, env={**os.environ, "PYTHON": sys.executable}, timeout=600)
     assert build.returncode == 0, build.stderr[-3000:]
