@@ -6,11 +6,8 @@ setup(
     version="0.1.0",
     description="Captive portal, RADIUS hook, firewall and traffic-data ledger for DSD public WiFi",
     python_requires=">=3.11",
-    packages=find_packages(include=[
-        "base", "base.*", "skillspot", "skillspot.*", "simoffice", "simoffice.*", "portal", "portal.*", "radius", "radius.*",
-        "netcfg", "netcfg.*", "provisioning", "provisioning.*", "ledger", "ledger.*",
-        "lineapi", "lineapi.*", "health", "health.*",
-    ]),
+    # Every top-level package of the repository except tests, benchmarks and docs.
+    packages=find_packages(exclude=["tests", "tests.*", "bench", "bench.*", "docs", "examples", "ansible*"]),
     include_package_data=True,
     package_data={
         "ledger": ["migrations/*.sql"],

@@ -7,9 +7,11 @@ key, the value that was given and what to write instead.
 from __future__ import annotations
 
 import ipaddress
+import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -48,6 +50,10 @@ class NetworkConfig(Section):
         "line.me", "line-scdn.net", "line-apps.com", "lin.ee", "line-cdn.net"]
     walled_garden_ports: Annotated[list[Annotated[int, Field(ge=1, le=65535)]],
                                    Field(description="TCP ports open to walled-garden addresses, e.g. [443]")] = [443]
+    ipv6: Annotated[Literal["off", "on"], Field(description='"off": nothing IPv6 is forwarded for anyone and the box sends no router advertisements; "on": the box advertises ipv6_prefix and forwards IPv6 from logged-in devices inside it')] = "off"
+    ipv6_prefix: Annotated[ipaddress.IPv6Network | None, Field(description='the /64 the box advertises on the LAN when ipv6 = "on" (routed to the box by the uplink), e.g. "2001:db8:10:1::/64"; the box takes its ::1')] = None
+    unauthorised_dns_queries_per_second: Annotated[int, Field(ge=1, le=50, description="DNS queries a second a device not yet logged in may send after its burst (the DNS-tunnel bound), 1 to 50")] = 2
+    unauthorised_dns_burst: Annotated[int, Field(ge=10, le=1000, description="DNS queries a device not yet logged in may send at once before the per-second limit applies, 10 to 1000")] = 80
 
     @model_validator(mode="after")
     def _range_inside_lan(self) -> "NetworkConfig":
@@ -62,7 +68,29 @@ class NetworkConfig(Section):
             raise ValueError(f"dhcp_range contains the box's own address {self.lan_address.ip}; fix: start the range after it")
         if self.lan_interface == self.wan_interface:
             raise ValueError("lan_interface and wan_interface are the same; fix: name two different interfaces")
+        if self.ipv6 == "on":
+            prefix = self.ipv6_prefix
+            if prefix is None:
+                raise ValueError('ipv6 = "on" needs ipv6_prefix; fix: set the /64 your uplink routes to the box, '
+                                 'e.g. ipv6_prefix = "2001:db8:10:1::/64", or set ipv6 = "off"')
+            if prefix.prefixlen != 64:
+                raise ValueError(f"ipv6_prefix {prefix} is a /{prefix.prefixlen}; fix: use a /64 (phones form "
+                                 "their addresses by SLAAC, which needs exactly 64 bits)")
+            if not prefix.is_global and not prefix.subnet_of(ipaddress.IPv6Network("2001:db8::/32")) \
+                    and not prefix.subnet_of(ipaddress.IPv6Network("fc00::/7")):
+                raise ValueError(f"ipv6_prefix {prefix} is not a global or unique-local prefix; fix: use the /64 "
+                                 "your uplink routes to the box")
+        elif self.ipv6_prefix is not None:
+            raise ValueError('ipv6_prefix is set but ipv6 = "off", so it would be ignored; fix: set ipv6 = "on" '
+                             "or remove ipv6_prefix")
         return self
+
+    @property
+    def lan_address6(self) -> ipaddress.IPv6Interface | None:
+        """The box's own address in ipv6_prefix (its ::1), when IPv6 is on."""
+        if self.ipv6 != "on" or self.ipv6_prefix is None:
+            return None
+        return ipaddress.IPv6Interface(f"{self.ipv6_prefix.network_address + 1}/64")
 
 
 class PortalConfig(Section):
@@ -100,7 +128,7 @@ class AdminConfig(Section):
                           Annotated[str, Field(pattern=r"^(scrypt|pbkdf2):")]],
                      Field(description='admin names and password hashes, e.g. {somsak = "scrypt:..."}; make a hash with: skillspot admin hash-password')] = {}
     networks: Annotated[list[ipaddress.IPv4Network],
-                        Field(description='source networks the admin page answers, e.g. ["127.0.0.0/8", "192.168.1.0/24"]; empty: any source (a password is still required)')] = []
+                        Field(description='management networks the admin pages answer (over HTTPS only), e.g. ["192.168.1.0/24"]; never the visitor LAN; empty: the box itself only (reach it with ssh -L)')] = []
     session_minutes: Annotated[int, Field(ge=5, le=720, description="an admin login lasts this many minutes, 5 to 720")] = 60
 
 
@@ -123,12 +151,19 @@ class RadiusClientConfig(Section):
 
 
 class RadiusConfig(Section):
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data):
+        if isinstance(data, dict) and "idle_timeout_seconds" in data:
+            raise ValueError("radius.idle_timeout_seconds was removed; fix: delete it and set portal.idle_seconds, "
+                             "the one idle setting (it drives the kernel's idle set and the RADIUS Idle-Timeout)")
+        return data
+
     listen_address: Annotated[ipaddress.IPv4Address, Field(description='address the RADIUS server binds, e.g. "127.0.0.1"')] = ipaddress.IPv4Address("127.0.0.1")
     auth_port: Annotated[int, Field(ge=1, le=65535, description="authentication port, usually 1812")] = 1812
     acct_port: Annotated[int, Field(ge=1, le=65535, description="accounting port, usually 1813")] = 1813
     clients: Annotated[list[RadiusClientConfig], Field(description="the NASes allowed to talk to us, each with its own secret")] = []
     require_message_authenticator: Annotated[bool, Field(description="refuse Access-Requests without Message-Authenticator (hostapd always sends it)")] = True
-    idle_timeout_seconds: Annotated[int, Field(ge=60, le=86400, description="Idle-Timeout sent in Access-Accept, seconds")] = 900
     interim_interval_seconds: Annotated[int, Field(ge=60, le=86400, description="accounting interim interval, seconds (hostapd ignores under 60)")] = 300
     block_list: Annotated[list[Annotated[str, Field(pattern=r"^([0-9A-Fa-f]{2}[:-]?){5}[0-9A-Fa-f]{2}$")]],
                           Field(description='MACs refused at association, e.g. ["aa:bb:cc:dd:ee:ff"]')] = []
@@ -149,6 +184,20 @@ class HostapdConfig(Section):
     nas_identifier: Annotated[str, Field(min_length=1, max_length=48, description="NAS-Identifier hostapd sends (unique per BSS)")] = "skillspot"
     own_ip_addr: Annotated[ipaddress.IPv4Address, Field(description="hostapd's own address towards the RADIUS server (NAS-IP-Address); must be one of radius.clients")] = ipaddress.IPv4Address("127.0.0.1")
     ctrl_interface: Annotated[str, Field(description="hostapd's control socket directory (empty: none)")] = "/run/hostapd"
+
+
+class GateConfig(Section):
+    socket: Annotated[Path, Field(description='the gate\'s Unix socket, e.g. "/run/skillspot/gate.sock"')] = Path("/run/skillspot/gate.sock")
+    socket_group: Annotated[str, Field(pattern=r"^([a-z_][a-z0-9_-]{0,31})?$", description='the group whose members may use the gate (the portal, RADIUS, the lease hook), e.g. "skillspot-gate"; empty: the gate\'s own group')] = "skillspot-gate"
+    socket_mode: Annotated[str, Field(pattern=r"^0?[0-7]{3}$", description='the socket\'s file mode in octal, e.g. "0660" (never world-writable: anyone who can write it can let devices in)')] = "0660"
+    sweep_seconds: Annotated[int, Field(ge=1, le=300, description="how often the gate writes the logout rows of sessions the kernel ended (timeout, idle) and reconciles, seconds, 1 to 300")] = 10
+    timeout_seconds: Annotated[float, Field(gt=0, le=30, description="how long a client waits for the gate's answer, seconds")] = 5.0
+
+    @model_validator(mode="after")
+    def _not_world_writable(self) -> "GateConfig":
+        if int(self.socket_mode, 8) & 0o002:
+            raise ValueError(f"socket_mode {self.socket_mode} lets anyone on the box let devices in; fix: use \"0660\"")
+        return self
 
 
 class LedgerConfig(Section):
@@ -174,12 +223,28 @@ class Config(Section):
     radius: RadiusConfig = RadiusConfig()
     hostapd: HostapdConfig = HostapdConfig()
     ledger: LedgerConfig = LedgerConfig()
+    gate: GateConfig = GateConfig()
     central: CentralConfig = CentralConfig()
+
+    @model_validator(mode="after")
+    def _admin_not_on_the_visitor_lan(self) -> "Config":
+        visitors = self.network.lan_address.network
+        for net in self.admin.networks:
+            if net.overlaps(visitors):
+                raise ValueError(f"admin.networks contains {net}, which overlaps the visitor LAN {visitors}: anyone "
+                                 "on the open WiFi could reach the admin login; fix: list only management "
+                                 "networks, or leave it empty (the box itself only, e.g. over ssh -L)")
+        return self
 
     @property
     def ledger_path(self) -> Path:
         """Where the SQLite ledger lives."""
         return self.box.data_dir / "ledger.sqlite"
+
+    @property
+    def sessions_lock_path(self) -> Path:
+        """The admission lock every process that lets devices in or out shares (sessions/)."""
+        return self.box.data_dir / "sessions.lock"
 
 
 def _field_hint(model: type[BaseModel], loc: tuple) -> str:
@@ -244,3 +309,78 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: not valid TOML: {exc}. Fix: correct the syntax at that line "
                           "(strings need quotes, tables look like [section])") from None
     return parse_config(data, str(path))
+
+
+# -- secrets: placeholders and weak values ------------------------------------------------
+
+# The override for the demo and the tests, whose configs carry public, made-up secrets. Never
+# set it on a real box: with it, anyone who has read the example can forge portal sessions
+# (portal.secret_key) or talk RADIUS to the box (radius.clients secret).
+ALLOW_EXAMPLE_SECRETS_ENV = "SKILLSPOT_ALLOW_EXAMPLE_SECRETS"
+
+# The secret values of examples/skillspot.toml, and words that mark a value as not yet chosen.
+EXAMPLE_SECRETS = frozenset({
+    "change-me-to-32-or-more-random-characters!!",
+    "0123456789abcdef0123456789abcdef",
+    "radius-secret-change-me",
+    "das-secret-change-me",
+})
+PLACEHOLDER_WORDS = ("change-me", "changeme", "change_me", "placeholder", "example", "demo-only", "0123456789")
+RADIUS_SECRET_MIN = 16  # RFC 2865 s.3 asks for at least 16 octets
+
+
+@dataclass(frozen=True)
+class SecretProblem:
+    """One weak secret: its key, whether it is a published placeholder, and what to do."""
+
+    key: str
+    placeholder: bool
+    message: str
+
+
+def _secrets(cfg: Config) -> list[tuple[str, str, int]]:
+    """(key, value, recommended minimum length) for every secret in the configuration."""
+    found = [("portal.secret_key", cfg.portal.secret_key, 32),
+             ("line.channel_secret", cfg.line.channel_secret, 32)]
+    if cfg.line.messaging_access_token:
+        found.append(("line.messaging_access_token", cfg.line.messaging_access_token, 32))
+    if cfg.radius.das_secret:
+        found.append(("radius.das_secret", cfg.radius.das_secret, RADIUS_SECRET_MIN))
+    for i, client in enumerate(cfg.radius.clients):
+        found.append((f"radius.clients[{i}].secret", client.secret, RADIUS_SECRET_MIN))
+    return found
+
+
+def secret_problems(cfg: Config) -> list[SecretProblem]:
+    """Secrets that are the example's placeholders, look made up, or are short."""
+    problems = []
+    for key, value, minimum in _secrets(cfg):
+        lowered = value.lower()
+        if value in EXAMPLE_SECRETS or any(word in lowered for word in PLACEHOLDER_WORDS):
+            fix = ("copy the channel secret from the LINE Developers console" if key == "line.channel_secret"
+                   else "replace it with your own, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
+            problems.append(SecretProblem(key, True, f"[{key}] is a placeholder (a value published in the "
+                                          f"example or marked as one). Fix: {fix}"))
+        elif len(value) < minimum:
+            problems.append(SecretProblem(key, False, f"[{key}] is only {len(value)} characters. Fix: use at least "
+                                          f"{minimum} random characters"))
+        elif len(set(value)) < 8:
+            problems.append(SecretProblem(key, False, f"[{key}] uses only {len(set(value))} different characters: "
+                                          "easy to guess. Fix: use random characters"))
+    return problems
+
+
+def refuse_placeholder_secrets(cfg: Config, service: str, environ: Mapping[str, str] | None = None) -> None:
+    """Raise ConfigError if a secret is a published placeholder, unless the demo/test override
+    (SKILLSPOT_ALLOW_EXAMPLE_SECRETS=1) is set in the environment."""
+    env = os.environ if environ is None else environ
+    if env.get(ALLOW_EXAMPLE_SECRETS_ENV) == "1":
+        return
+    bad = [p for p in secret_problems(cfg) if p.placeholder]
+    if bad:
+        lines = [f"skillspot {service} will not start: the configuration still has placeholder secrets "
+                 "that anyone who has read the example knows:"]
+        lines += [f"  {p.message}" for p in bad]
+        lines.append(f"  (The demo and the tests set {ALLOW_EXAMPLE_SECRETS_ENV}=1 to run with made-up secrets; "
+                     "never on a real box.)")
+        raise ConfigError("\n".join(lines))

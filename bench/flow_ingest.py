@@ -192,6 +192,15 @@ def ledger_bytes(path: Path) -> tuple[int, int, int]:
     return n, flow_bytes, path.stat().st_size
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process has used so far (from /proc/PID/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--flows", type=int, default=50_000, help=f"UDP flows to start (at most {MAX_FLOWS})")
@@ -280,6 +289,7 @@ def run(bench: Bench, tmp: Path, n: int, seconds: float, rcvbuf_mib: int) -> Non
     left = bench.sh("conntrack", "-C", ns="box").strip()
     ct_stats = bench.sh("conntrack", "-S", ns="box")
     time.sleep(1.0)
+    logger_cpu = cpu_seconds(logger.pid)
 
     for p in (logger, ct):
         os.killpg(p.pid, signal.SIGTERM)
@@ -325,6 +335,9 @@ def run(bench: Bench, tmp: Path, n: int, seconds: float, rcvbuf_mib: int) -> Non
           f"{n_flows:,} flows in the ledger ({comp['segments']} segments, "
           f"{open_left} rows still staged): {flow_bytes / max(n_flows, 1):.2f} bytes/flow (flow tables and indexes), "
           f"{file_bytes / max(n_flows, 1):.2f} bytes/flow (whole file, {file_bytes:,} bytes)")
+    if logger_cpu is not None:
+        print(f"flow logger CPU: {logger_cpu:.2f} s for {final['stored']:,} events stored "
+              f"({1e6 * logger_cpu / max(final['stored'], 1):.1f} us/event, start-up included)")
 
 
 if __name__ == "__main__":

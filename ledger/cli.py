@@ -116,14 +116,16 @@ def show(ctx, table: str, limit: int) -> None:
 @click.option("--ready-file", type=click.Path(dir_okay=False, path_type=Path), help="created once subscribed")
 @click.option("--batch", default=5000, show_default=True, help="events per transaction at most")
 @click.option("--flush-seconds", default=0.5, show_default=True, help="write pending events at least this often")
+@click.option("--seal-seconds", default=5.0, show_default=True,
+              help="seal staged flows at least this often (they are readable by who only once sealed)")
 @click.pass_obj
-def flowlog(ctx, stats_file, ready_file, batch, flush_seconds) -> None:
+def flowlog(ctx, stats_file, ready_file, batch, flush_seconds, seal_seconds) -> None:
     """Log NAT flows from conntrack events (run inside the box's network namespace, as root)."""
     from ledger.flowlog import FlowLogger
     cfg, ledger = _open(ctx)
     lg = FlowLogger(ledger, Path(cfg.box.data_dir), cfg.ledger.disk_alert_percent, cfg.ledger.netlink_rcvbuf_bytes,
                     batch, flush_seconds, cfg.ledger.housekeeping_seconds, cfg.ledger.nat_flows_only, stats_file,
-                    ready_file)
+                    ready_file, seal_seconds=seal_seconds)
     try:
         stats = lg.run()
     except LedgerError as exc:
@@ -138,7 +140,10 @@ def compact_cmd(ctx, force: bool) -> None:
     """Move finished flows from staging into compressed segments."""
     from ledger.flows import compact
     cfg, ledger = _open(ctx)
-    click.echo(json.dumps(compact(ledger, force=force)))
+    try:
+        click.echo(json.dumps(compact(ledger, force=force, key=_key(cfg))))
+    except LedgerError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @ledger_group.command("seal")
@@ -157,21 +162,33 @@ def seal_cmd(ctx) -> None:
               help="the box's public key as the centre keeps it (default: the one in data_dir)")
 @click.pass_obj
 def verify_cmd(ctx, pubkey) -> None:
-    """Check the hash chain, its signatures and every sealed row; exit 1 naming each problem."""
+    """Check the hash chain, its signatures and every sealed row; exit 1 naming each problem.
+
+    Also lists the flow logger's outages (gaps), which are not tampering but are times when
+    flows may be missing.
+    """
+    from ledger.gaps import recent_gaps
     from ledger.seal import verify
     cfg, ledger = _open(ctx)
     rep = verify(ledger, _public_key(cfg, pubkey))
     for p in rep.problems:
         click.echo(f"TAMPERED: {p}")
+    gaps = recent_gaps(ledger, 0)
+    for g in gaps:
+        click.echo(f"GAP: flow logger not listening {format_ms(g['from_ms'])} .. "
+                   f"{format_ms(g['to_ms']) if g['to_ms'] is not None else 'now (ongoing)'} "
+                   f"({g['duration_ms'] / 1000:.1f} s, {g['reason']}): NAT flows that started and ended then are "
+                   "not in the ledger")
     unsealed = ", ".join(f"{t}={n}" for t, n in sorted(rep.unsealed.items())) or "none"
     click.echo(f"{'OK' if rep.ok else 'FAILED'}: {rep.seals} seals, {rep.rows_checked} rows checked, "
-               f"head {rep.head}; unsealed rows: {unsealed}")
+               f"head {rep.head}; unsealed rows: {unsealed}; flow logger gaps: {len(gaps)}")
     if not rep.ok:
         sys.exit(1)
 
 
 @ledger_group.command("who")
-@click.option("--ip", "public_ip", required=True, help="the public (translated) IPv4 address")
+@click.option("--ip", "public_ip", required=True,
+              help="the public (translated) IPv4 address, or a device's own IPv6 address")
 @click.option("--port", required=True, type=click.IntRange(1, 65535), help="the public port")
 @click.option("--at", "at_ms", required=True, type=TIME, help="the time, ISO-8601 with zone or Unix ms")
 @click.option("--slack-ms", default=1000, show_default=True, help="tolerance around the flow's start and end")
@@ -180,17 +197,32 @@ def verify_cmd(ctx, pubkey) -> None:
 @click.pass_obj
 def who_cmd(ctx, public_ip, port, at_ms, slack_ms, admin, as_json) -> None:
     """Which person, device and session used PUBLIC_IP:PORT at a time."""
+    from ledger.gaps import gaps_covering
     from ledger.query import who
+    from ledger.seal import seal
     _require_admin(admin)
     cfg, ledger = _open(ctx)
     try:
-        answers = who(ledger, public_ip, port, at_ms, slack_ms)
+        # Readers see only sealed staged flows: seal what is pending so the answer is complete
+        # and every row it rests on is under the chain.
+        seal(ledger, _key(cfg))
+    except LedgerError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        answers = who(ledger, public_ip, port, at_ms, slack_ms)  # IPv4 or IPv6
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    log_event(ledger, "query_who", admin, ip=public_ip, port=port, at_ms=at_ms, answers=len(answers))
+    gaps = gaps_covering(ledger, at_ms, slack_ms)
+    log_event(ledger, "query_who", admin, ip=public_ip, port=port, at_ms=at_ms, answers=len(answers),
+              in_gap=bool(gaps))
     _print_answers(answers, as_json)
+    for g in gaps:
+        click.echo(f"INCOMPLETE: the flow logger was not listening {format_ms(g['from_ms'])} .. "
+                   f"{format_ms(g['to_ms']) if g['to_ms'] is not None else 'now'} ({g['reason']}): another flow "
+                   "may have used this address and port then without a record", err=True)
     if not answers:
-        click.echo(f"no flow used {public_ip}:{port} at {format_ms(at_ms)}", err=True)
+        click.echo(f"no flow used {public_ip}:{port} at {format_ms(at_ms)}"
+                   f"{' that the ledger recorded (inside a logger gap, see above)' if gaps else ''}", err=True)
         sys.exit(2)
 
 
@@ -200,9 +232,12 @@ def _print_answers(answers: list[dict], as_json: bool) -> None:
             click.echo(json.dumps(a, ensure_ascii=False, sort_keys=True))
             continue
         f, s = a["flow"], a["session"]
-        click.echo(f"{f['proto']} {f['src_ip']}:{f['src_port']} -> {f['pub_ip']}:{f['pub_port']} -> "
-                   f"{f['dst_ip']}:{f['dst_port']}  {format_ms(f['start_ms'])} .. {format_ms(f['end_ms'])}"
-                   f"{' (open)' if f['open'] else ''}  clock={a['clock']}")
+        route = (f"[{f['src_ip']}]:{f['src_port']} (MAC {f.get('mac') or 'unknown'})" if "mac" in f else
+                 f"{f['src_ip']}:{f['src_port']} -> {f['pub_ip']}:{f['pub_port']}")
+        dst = f"[{f['dst_ip']}]" if ":" in f["dst_ip"] else f["dst_ip"]
+        click.echo(f"{f['proto']} {route} -> {dst}:{f['dst_port']}  {format_ms(f['start_ms'])} .. {format_ms(f['end_ms'])}"
+                   f"{' (open)' if f['open'] else ''}{' (end unknown)' if f['end_unknown'] else ''}"
+                   f"  clock={a['clock']}{'  MAY BE INCOMPLETE (logger gap)' if a.get('may_be_incomplete') else ''}")
         if s is None:
             click.echo("  no login session held that private address then")
         else:

@@ -29,13 +29,17 @@ NFNLGRP_CONNTRACK_NEW = 0x1
 NFNLGRP_CONNTRACK_DESTROY = 0x4
 NFNL_SUBSYS_CTNETLINK = 1
 IPCTNL_MSG_CT_NEW = 0
+IPCTNL_MSG_CT_GET = 1
 IPCTNL_MSG_CT_DELETE = 2
+NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP_INTR, NLM_F_DUMP = 0x1, 0x2, 0x4, 0x10, 0x300
+NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE = 1, 2, 3
 
 # Attribute numbers from linux/netfilter/nfnetlink_conntrack.h.
 CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_COUNTERS_ORIG, CTA_COUNTERS_REPLY = 1, 2, 9, 10
 CTA_ID, CTA_TIMESTAMP = 12, 20
 CTA_TUPLE_IP, CTA_TUPLE_PROTO = 1, 2
 CTA_IP_V4_SRC, CTA_IP_V4_DST = 1, 2
+CTA_IP_V6_SRC, CTA_IP_V6_DST = 3, 4
 CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT, CTA_PROTO_ICMP_ID = 1, 2, 3, 4
 CTA_COUNTERS_BYTES, CTA_COUNTERS32_BYTES = 2, 4
 CTA_TIMESTAMP_START, CTA_TIMESTAMP_STOP = 1, 2
@@ -79,8 +83,9 @@ def _u(fmt: struct.Struct, buf: bytes, where: tuple[int, int] | None) -> int | N
     return fmt.unpack_from(buf, off)[0]
 
 
-def _tuple(buf: bytes, where: tuple[int, int] | None) -> tuple[int, int, int, int, int] | None:
-    """(src ip, dst ip, proto, sport, dport) as integers (ICMP: the id twice), or None if not IPv4."""
+def _tuple(buf: bytes, where: tuple[int, int] | None, v6: bool = False) -> tuple | None:
+    """(src ip, dst ip, proto, sport, dport): IPv4 addresses as integers, IPv6 as 16 bytes
+    (ICMP: the id twice), or None if the address family's attributes are missing."""
     if where is None:
         return None
     off, size = where
@@ -89,7 +94,10 @@ def _tuple(buf: bytes, where: tuple[int, int] | None) -> tuple[int, int, int, in
     if ip is None or pr is None:
         return None
     a = _attrs(buf, ip[0], ip[0] + ip[1])
-    src, dst = _u(_BE32, buf, a.get(CTA_IP_V4_SRC)), _u(_BE32, buf, a.get(CTA_IP_V4_DST))
+    if v6:
+        src, dst = _addr6(buf, a.get(CTA_IP_V6_SRC)), _addr6(buf, a.get(CTA_IP_V6_DST))
+    else:
+        src, dst = _u(_BE32, buf, a.get(CTA_IP_V4_SRC)), _u(_BE32, buf, a.get(CTA_IP_V4_DST))
     if src is None or dst is None:
         return None
     p = _attrs(buf, pr[0], pr[0] + pr[1])
@@ -102,6 +110,20 @@ def _tuple(buf: bytes, where: tuple[int, int] | None) -> tuple[int, int, int, in
     return src, dst, num, sport, _u(_BE16, buf, p.get(CTA_PROTO_DST_PORT)) or 0
 
 
+def _addr6(buf: bytes, where: tuple[int, int] | None) -> bytes | None:
+    if where is None:
+        return None
+    off, size = where
+    if size < 16:
+        raise MalformedMessage(f"attribute at byte {off - 4} has {size} bytes, needs 16")
+    return bytes(buf[off:off + 16])
+
+
+def is_client_address6(addr: bytes) -> bool:
+    """False for IPv6 sources that are never a visitor's traffic: link-local, multicast, loopback, unspecified."""
+    return not (addr[0] == 0xFF or (addr[0] == 0xFE and addr[1] & 0xC0 == 0x80) or addr[:15] == bytes(15))
+
+
 def _bytes_counter(buf: bytes, where: tuple[int, int] | None) -> int:
     if where is None:
         return 0
@@ -111,14 +133,16 @@ def _bytes_counter(buf: bytes, where: tuple[int, int] | None) -> int:
 
 
 def parse_message(buf: bytes, pos: int, end: int, now_ms: int,
-                  nat_only: bool = True) -> tuple[str, tuple | None]:
+                  nat_only: bool = True, ipv6: bool = False) -> tuple[str, tuple | None]:
     """One conntrack message (buf[pos:end], starting at its nlmsghdr) to (kind, row).
 
-    kind is "new", "destroy" or "other" (not conntrack, or not IPv4); row is None when
-    the flow is skipped (no IPv4 tuples, or not translated when nat_only) and otherwise a
-    tuple in ledger.flows.STAGING_COLUMNS order: (ct_id, open, start_ms, end_ms, proto,
-    src_ip, src_port, pub_ip, pub_port, dst_ip, dst_port, bytes_orig, bytes_reply, flags).
-    Raises MalformedMessage.
+    kind is "new", "destroy" or "other" (not conntrack, or not IPv4 / IPv6); row is None
+    when the flow is skipped (no tuples, not translated when nat_only) and otherwise a tuple
+    in ledger.flows.STAGING_COLUMNS order: (ct_id, open, start_ms, end_ms, proto, src_ip,
+    src_port, pub_ip, pub_port, dst_ip, dst_port, bytes_orig, bytes_reply, flags).
+    With `ipv6`, IPv6 entries are rows too, their addresses 16-byte `bytes` (that is how a
+    caller tells them apart); they are not translated, so nat_only does not apply, but
+    link-local, multicast and loopback sources are skipped. Raises MalformedMessage.
     """
     if end - pos < _HDR_LEN:
         raise MalformedMessage(f"message at byte {pos} is {end - pos} bytes, shorter than its headers")
@@ -132,16 +156,22 @@ def parse_message(buf: bytes, pos: int, end: int, now_ms: int,
         label = KIND_DESTROY
     else:
         return KIND_OTHER, None
-    if _NFGENMSG.unpack_from(buf, pos + _NLMSGHDR.size)[0] != socket.AF_INET:
-        return KIND_OTHER, None  # IPv6 is not NATed on the box
+    family = _NFGENMSG.unpack_from(buf, pos + _NLMSGHDR.size)[0]
+    v6 = family == socket.AF_INET6
+    if family != socket.AF_INET and not (v6 and ipv6):
+        return KIND_OTHER, None
     top = _attrs(buf, pos + _HDR_LEN, end)
-    orig, reply = _tuple(buf, top.get(CTA_TUPLE_ORIG)), _tuple(buf, top.get(CTA_TUPLE_REPLY))
+    orig, reply = _tuple(buf, top.get(CTA_TUPLE_ORIG), v6), _tuple(buf, top.get(CTA_TUPLE_REPLY), v6)
     if orig is None or reply is None:
         return label, None
     o_src, o_dst, proto, o_sport, o_dport = orig
     _, r_dst, _, _, r_dport = reply
+    if v6:
+        # IPv6 is not translated: the device's own address is what the server saw.
+        if not is_client_address6(o_src):
+            return label, None
     # The translation is in the reply tuple: the server answers the public address and port.
-    if nat_only and o_src == r_dst and o_sport == r_dport:
+    elif nat_only and o_src == r_dst and o_sport == r_dport:
         return label, None
     start = stop = None
     ts = top.get(CTA_TIMESTAMP)
@@ -252,3 +282,67 @@ def read_netlink_drops(inode: int, path: Path = Path("/proc/net/netlink")) -> in
         if len(cols) > max(i_drops, i_inode) and cols[i_inode] == str(inode):
             return int(cols[i_drops])
     return None
+
+
+class DumpError(OSError):
+    """The kernel refused or broke off a conntrack table dump; the message says why."""
+
+
+def dump_request(seq: int, family: int = socket.AF_INET) -> bytes:
+    """An IPCTNL_MSG_CT_GET dump request for every conntrack entry of `family`."""
+    body = _NFGENMSG.pack(family, 0, 0)
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET,
+                          NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+
+
+def dump_conntrack(now_ms: int, nat_only: bool = True, family: int = socket.AF_INET,
+                   timeout: float = 30.0) -> tuple[list[tuple], dict]:
+    """Every entry of `family` in this namespace's conntrack table, as staging rows of open flows.
+
+    The flow logger calls it at start, after subscribing, so flows that opened while it was
+    down (whose NEW events are gone for good) are recorded. Rows are in STAGING_COLUMNS order,
+    exactly as parse_message makes them for NEW events (IPv6 ones with 16-byte addresses, as
+    with ipv6=True; start from the kernel's timestamp when
+    nf_conntrack_timestamp was on, else `now_ms`). The dump is read on its own socket: the
+    kernel fills it only as we read, so nothing is dropped. Returns (rows, counts); raises
+    DumpError when the kernel answers with an error or the dump does not finish in time.
+    """
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
+    rows: list[tuple] = []
+    counts = {"entries": 0, "skipped": 0, "interrupted": False}
+    try:
+        sock.settimeout(timeout)
+        sock.bind((0, 0))
+        seq = int.from_bytes(os.urandom(4), "little") or 1
+        sock.send(dump_request(seq, family))
+        while True:
+            try:
+                datagram = sock.recv(1 << 20)
+            except socket.timeout:
+                raise DumpError(f"conntrack dump: no end after {timeout} s ({counts['entries']} entries read)") from None
+            for start, end in split_messages(datagram):
+                _, mtype, flags, mseq, _ = _NLMSGHDR.unpack_from(datagram, start)
+                if mseq != seq:
+                    continue
+                if flags & NLM_F_DUMP_INTR:
+                    counts["interrupted"] = True  # the table changed under the dump; entries may repeat
+                if mtype == NLMSG_DONE:
+                    return rows, counts
+                if mtype == NLMSG_ERROR:
+                    err = -struct.unpack_from("=i", datagram, start + _NLMSGHDR.size)[0]
+                    if err == 0:
+                        continue
+                    raise DumpError(f"conntrack dump refused: {os.strerror(err)} (needs CAP_NET_ADMIN in the "
+                                    "box's namespace and nf_conntrack_netlink)")
+                if mtype == NLMSG_NOOP:
+                    continue
+                kind, row = parse_message(datagram, start, end, now_ms, nat_only, family == socket.AF_INET6)
+                if kind != KIND_NEW:
+                    continue
+                counts["entries"] += 1
+                if row is None:
+                    counts["skipped"] += 1
+                else:
+                    rows.append(row)
+    finally:
+        sock.close()

@@ -1,17 +1,29 @@
 """NAT flow records: staging inserts from the flow logger, compaction into segments, lookups.
 
 The flow logger appends NEW and DESTROY events to `flow_staging` in large transactions
-(durable at once). `compact()` moves finished flows into compressed `flow_segments` (short
-flows) or `flows_long` (flows longer than LONG_FLOW_MS), and drops NEW rows whose DESTROY
-has been seen, all in one transaction, so a crash never loses or duplicates a flow.
+(durable at once), sealing them into the hash chain in the same transaction when given the
+key. `compact()` moves finished flows into compressed `flow_segments` (short flows) or
+`flows_long` (flows longer than LONG_FLOW_MS), and drops NEW rows whose DESTROY has been
+seen, all in one transaction, so a crash never loses or duplicates a flow. It first checks
+every staged row it consumes against its seal (a row edited in staging is refused, kept and
+reported, never laundered into a segment), records what it consumed in `flow_compactions`
+and seals its output in the same transaction.
+
+Readers (`flows_at`, `flows_between`) see only staged rows a seal already covers, so every
+staged row `who` reads is under the chain before it can be read.
 """
 from __future__ import annotations
 
 import ipaddress
+import json
 import sqlite3
 from dataclasses import astuple, dataclass
+from typing import Callable
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.db import Ledger, LedgerError
+from ledger.seal import StagingHashes, pack_ranges, seal_in_transaction, staging_sealed_through
 from ledger.segments import CODEC_ZLIB_V1, FIELDS, Flow, Segment, encode
 
 # These two bound which segments a point-in-time lookup reads; changing them needs a
@@ -22,8 +34,10 @@ SEGMENT_MAX_FLOWS = 16384
 # An open flow older than this with no DESTROY (e.g. the logger was down) is closed at
 # compaction with FLAG_END_UNKNOWN; conntrack's own TCP established timeout is 5 days.
 OPEN_FLOW_MAX_MS = 6 * 24 * 3600 * 1000
-FLAG_END_UNKNOWN = 1
-FLAG_OPEN = 2
+FLAG_END_UNKNOWN = 1   # the flow ended unseen (logger down, or no DESTROY within OPEN_FLOW_MAX_MS)
+FLAG_OPEN = 2          # set only in answers: no DESTROY yet, end_ms is "now"
+FLAG_FROM_DUMP = 4     # recorded from the conntrack table dump at logger start, not from its NEW event
+FLAG_START_UNKNOWN = 8  # no conntrack start timestamp: the flow started at or before start_ms
 
 STAGING_COLUMNS = ("ct_id", "open", *FIELDS)
 
@@ -61,26 +75,58 @@ def ip_str(value: int) -> str:
     return str(ipaddress.IPv4Address(value))
 
 
-def stage(ledger: Ledger, events: list[FlowEvent]) -> None:
-    """Append many flow events in one transaction (raises LedgerError; nothing half-written)."""
-    stage_rows(ledger, [astuple(e) for e in events])
+def stage(ledger: Ledger, events: list[FlowEvent], key: Ed25519PrivateKey | None = None) -> None:
+    """Append many flow events in one transaction (raises LedgerError; nothing half-written).
+
+    With `key`, the rows are sealed in the same transaction (what the flow logger does).
+    """
+    stage_rows(ledger, [astuple(e) for e in events], key)
 
 
-def stage_rows(ledger: Ledger, rows: list[tuple]) -> None:
-    """stage() for rows already in STAGING_COLUMNS order (the flow logger's hot path)."""
-    if not rows:
-        return
+@dataclass
+class Staged:
+    """What stage_rows wrote: the id of its first row (None if none) and the seal it made, if any."""
+
+    first_id: int | None
+    sealed: dict | None
+
+
+def stage_rows(ledger: Ledger, rows: list[tuple], key: Ed25519PrivateKey | None = None,
+               also: Callable[[sqlite3.Connection], None] | None = None,
+               unsealed: tuple[int, list[tuple]] | None = None) -> Staged:
+    """stage() for rows already in STAGING_COLUMNS order (the flow logger's hot path).
+
+    `also` runs inside the same transaction (the logger's heartbeat). With `key` everything
+    new is sealed in the same transaction; `unsealed` = (first id, rows) staged earlier
+    without a key lets the seal hash those from memory instead of reading them back.
+    """
     sql = (f"INSERT INTO flow_staging ({', '.join(STAGING_COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(STAGING_COLUMNS))})")
     conn = ledger.db.conn
+    first = None
     try:
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(sql, rows)
+        if rows:
+            conn.executemany(sql, rows)
+            # AUTOINCREMENT in one write transaction: the rows got consecutive ids ending at seq.
+            first = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'flow_staging'").fetchone()[0] \
+                - len(rows) + 1
+        if also is not None:
+            also(conn)
+        sealed = None
+        if key is not None:
+            fresh = None
+            if unsealed and unsealed[1] and (first is None or unsealed[0] + len(unsealed[1]) == first):
+                fresh = {"flow_staging": (unsealed[0], unsealed[1] + rows)}
+            elif rows:
+                fresh = {"flow_staging": (first, rows)}
+            sealed = seal_in_transaction(conn, key, ledger.now_ms(), fresh)
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise LedgerError(f"could not write {len(rows)} flow events to {ledger.path}: {exc}") from exc
+    return Staged(first, sealed)
 
 
 def _flow_from_row(row: tuple) -> Flow:
@@ -117,14 +163,18 @@ def write_flows(conn: sqlite3.Connection, now_ms: int, flows: list[Flow]) -> tup
     return segments, len(long_rows)
 
 
-def compact(ledger: Ledger, force: bool = False) -> dict:
+def compact(ledger: Ledger, force: bool = False, key: Ed25519PrivateKey | None = None) -> dict:
     """Move finished staged flows into segments; returns counts.
 
     Without `force`, waits until a full segment's worth is staged or the oldest finished flow
     ended more than SEGMENT_SPAN_MS ago, so segments stay large (small segments compress badly).
+    With `key` (the flow logger, the CLI), everything is sealed first and the output is sealed
+    in the same transaction. A staged row that no longer matches its seal is not consumed:
+    it stays in staging for `verify` to name, and an event `staging_tampered` lists it.
     """
     conn = ledger.db.conn
     now = ledger.now_ms()
+    cols = f"id, ct_id, open, {', '.join(FIELDS)}"
     try:
         conn.execute("BEGIN IMMEDIATE")
         n_done, oldest_end = conn.execute(
@@ -132,29 +182,47 @@ def compact(ledger: Ledger, force: bool = False) -> dict:
         if not n_done or (not force and n_done < SEGMENT_MAX_FLOWS and now - oldest_end < SEGMENT_SPAN_MS):
             conn.execute("ROLLBACK")
             return {"flows": 0, "segments": 0, "long": 0}
+        if key is not None:
+            seal_in_transaction(conn, key, now)  # what is consumed must be under the chain first
         top = conn.execute("SELECT MAX(id) FROM flow_staging").fetchone()[0]
-        rows = conn.execute(f"SELECT {', '.join(FIELDS)} FROM flow_staging WHERE open = 0 AND id <= ?", [top]).fetchall()
-        flows = [_flow_from_row(r) for r in rows]
-        segments, longs = write_flows(conn, now, flows)
+        finished = conn.execute(f"SELECT {cols} FROM flow_staging WHERE open = 0 AND id <= ?", [top]).fetchall()
         # A NEW row is finished once its DESTROY is staged (same conntrack id and mapping).
-        conn.execute(
-            """DELETE FROM flow_staging WHERE open = 1 AND id <= :top AND EXISTS (
-                 SELECT 1 FROM flow_staging d WHERE d.open = 0 AND d.ct_id = flow_staging.ct_id
+        answered = conn.execute(
+            f"""SELECT {cols} FROM flow_staging WHERE open = 1 AND id <= :top AND EXISTS (
+                 SELECT 1 FROM flow_staging d INDEXED BY flow_staging_ct WHERE d.open = 0 AND d.ct_id = flow_staging.ct_id
                  AND d.pub_port = flow_staging.pub_port AND d.src_port = flow_staging.src_port
-                 AND d.id > flow_staging.id)""", {"top": top})
-        stale = conn.execute(f"SELECT {', '.join(FIELDS)} FROM flow_staging WHERE open = 1 AND start_ms < ?",
-                             [now - OPEN_FLOW_MAX_MS]).fetchall()
-        if stale:
-            closed = [Flow(*r[:1], now, *r[2:-1], r[-1] | FLAG_END_UNKNOWN) for r in stale]
-            write_flows(conn, now, closed)
-            conn.execute("DELETE FROM flow_staging WHERE open = 1 AND start_ms < ?", [now - OPEN_FLOW_MAX_MS])
-        conn.execute("DELETE FROM flow_staging WHERE open = 0 AND id <= ?", [top])
+                 AND d.id > flow_staging.id AND d.id <= :top)""", {"top": top}).fetchall()
+        answered_ids = {r[0] for r in answered}
+        stale = [r for r in conn.execute(f"SELECT {cols} FROM flow_staging WHERE open = 1 AND start_ms < ?",
+                                         [now - OPEN_FLOW_MAX_MS]) if r[0] not in answered_ids]
+        check = StagingHashes(conn)
+        refused = sorted(r[0] for r in (*finished, *answered, *stale) if check.matches(r) is False)
+        bad = set(refused)
+        flows = [Flow(*r[3:]) for r in finished if r[0] not in bad]
+        closed = [Flow(r[3], now, *r[5:-1], r[-1] | FLAG_END_UNKNOWN) for r in stale if r[0] not in bad]
+        segments, longs = write_flows(conn, now, flows + closed)
+        consumed = sorted(r[0] for r in (*finished, *answered, *stale) if r[0] not in bad)
+        packed = pack_ranges(consumed)
+        for i in range(0, len(packed), 16):
+            a, b = int.from_bytes(packed[i:i + 8], "little"), int.from_bytes(packed[i + 8:i + 16], "little")
+            conn.execute("DELETE FROM flow_staging WHERE id BETWEEN ? AND ?", [a, b])
+        conn.execute("INSERT INTO flow_compactions (at_ms, consumed, n_consumed, n_flows, segments, long_rows, refused) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (now, packed, len(consumed), len(flows) + len(closed), segments, longs, json.dumps(refused[:1000])))
+        if refused:
+            conn.execute("INSERT INTO events (at_ms, kind, subject, detail) VALUES (?, 'staging_tampered', NULL, ?)",
+                         (now, json.dumps({"ids": refused[:1000], "count": len(refused)})))
+        if key is not None:
+            seal_in_transaction(conn, key, now)
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise LedgerError(f"flow compaction failed in {ledger.path}: {exc}") from exc
-    return {"flows": len(flows), "segments": segments, "long": longs}
+    out = {"flows": len(flows) + len(closed), "segments": segments, "long": longs}
+    if refused:
+        out["refused"] = len(refused)
+    return out
 
 
 def flows_at(ledger: Ledger, pub_ip: int, pub_port: int, at_ms: int, slack_ms: int = 1000) -> list[Flow]:
@@ -177,7 +245,7 @@ def flows_at(ledger: Ledger, pub_ip: int, pub_port: int, at_ms: int, slack_ms: i
     seen_ct = set()
     for r in db.execute(
             f"SELECT open, ct_id, {cols} FROM flow_staging WHERE pub_port = ? AND pub_ip = ? AND start_ms <= ? "
-            "ORDER BY open", [pub_port, pub_ip, at_ms + slack_ms]):
+            "AND id <= ? ORDER BY open", [pub_port, pub_ip, at_ms + slack_ms, staging_sealed_through(db)]):
         is_open, ct_id, *vals = r
         f = Flow(*vals)
         if is_open:
@@ -211,5 +279,6 @@ def flows_between(ledger: Ledger, start_ms: int, end_ms: int, src_ip: int | None
             f = seg.flow(i)
             if f.start_ms <= end_ms and f.end_ms >= start_ms:
                 yield f
-    for r in db.execute(f"SELECT {cols} FROM flow_staging WHERE open = 0 AND {where}", args):
+    for r in db.execute(f"SELECT {cols} FROM flow_staging WHERE open = 0 AND id <= ? AND {where}",
+                        [staging_sealed_through(db), *args]):
         yield Flow(*r)

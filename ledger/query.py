@@ -5,6 +5,7 @@ from dataclasses import asdict
 
 from ledger.clock import ClockHistory
 from ledger.db import Ledger
+from ledger.gaps import annotate
 from ledger.flows import FLAG_END_UNKNOWN, FLAG_OPEN, flows_at, ip_int, ip_str
 from ledger.segments import Flow
 
@@ -62,7 +63,13 @@ def _complete_session(ledger: Ledger, s: dict, at_ms: int | None) -> dict | None
 
 
 def who(ledger: Ledger, public_ip: str, port: int, at_ms: int, slack_ms: int = 1000) -> list[dict]:
-    """Every flow that used public_ip:port at at_ms, each with the person, device and session."""
+    """Every flow that used public_ip:port at at_ms, each with the person, device and session.
+
+    An IPv6 address (no NAT: the device's own) is answered by ledger.flows6.who6, same shape.
+    """
+    if ":" in public_ip:
+        from ledger.flows6 import who6
+        return who6(ledger, public_ip, port, at_ms, slack_ms)
     if not 0 < port < 65536:
         raise ValueError(f"port must be 1..65535, not {port}")
     clock = ClockHistory(ledger, at_ms, at_ms)
@@ -71,6 +78,8 @@ def who(ledger: Ledger, public_ip: str, port: int, at_ms: int, slack_ms: int = 1
         src = ip_str(f.src_ip)
         answers.append({"flow": flow_dict(f), "session": session_at(ledger, src, at_ms),
                         "clock": clock.label(at_ms), "asked": {"ip": public_ip, "port": port, "at_ms": at_ms}})
+    # Inside a flow-logger outage another flow may have used the address unrecorded (ledger.gaps).
+    annotate(ledger, answers, at_ms, slack_ms)
     return answers
 
 

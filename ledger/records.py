@@ -61,11 +61,35 @@ def record_login(ledger: Ledger, login: Login) -> int:
 
 
 def record_logout(ledger: Ledger, mac: str, reason: str, login_id: int | None = None) -> int:
-    """Append the end of a device's session (revoked, expired, disconnected...)."""
+    """Append the end of a device's session (revoked, expired, disconnected...).
+
+    Low level: the session layer uses close_login, which writes at most one end per login."""
     if login_id is None:
         last = latest_login_for_mac(ledger, mac)
         login_id = last["id"] if last else None
     return _insert(ledger, "logouts", {"at_ms": ledger.now_ms(), "login_id": login_id, "mac": mac, "reason": reason})
+
+
+def close_login(ledger: Ledger, login_id: int, mac: str, reason: str) -> bool:
+    """Write the one logout row of login `login_id`; False (and nothing written) if it has one.
+
+    The check and the insert run in one write transaction, so two processes ending the same
+    session at once (a sweeper and an admin) still leave exactly one row with one reason."""
+    conn = ledger.db.conn
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            done = conn.execute("SELECT 1 FROM logouts WHERE login_id = ? LIMIT 1", [login_id]).fetchone()
+            if done is None:
+                conn.execute("INSERT INTO logouts (at_ms, login_id, mac, reason) VALUES (?, ?, ?, ?)",
+                             [ledger.now_ms(), login_id, mac, reason])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise LedgerError(f"could not write to logouts in {ledger.path}: {exc}") from exc
+    return done is None
 
 
 def log_event(ledger: Ledger, kind: str, subject: str | None = None, **detail: Any) -> int:
@@ -88,12 +112,77 @@ def latest_login_for_mac(ledger: Ledger, mac: str) -> dict | None:
     return None
 
 
+_LIVE = "NOT EXISTS (SELECT 1 FROM logouts o WHERE o.login_id = l.id)"
+
+
 def active_logins(ledger: Ledger) -> list[dict]:
     """Logins that have neither expired nor been ended by a logout, newest first."""
     return list(ledger.db.query(
-        """SELECT l.* FROM logins l
-           WHERE l.expires_ms > ? AND NOT EXISTS (SELECT 1 FROM logouts o WHERE o.login_id = l.id)
-           ORDER BY l.at_ms DESC""", [ledger.now_ms()]))
+        f"SELECT l.* FROM logins l WHERE l.expires_ms > ? AND {_LIVE} ORDER BY l.at_ms DESC, l.id DESC",
+        [ledger.now_ms()]))
+
+
+def live_logins_of(ledger: Ledger, mac: str | None = None, line_user_id: str | None = None) -> list[dict]:
+    """The unexpired logins without a logout of one device or one LINE user, newest first
+    (indexed: costs the same however many devices are online)."""
+    if (mac is None) == (line_user_id is None):
+        raise ValueError("give exactly one of mac and line_user_id")
+    column, value = ("mac", mac) if mac is not None else ("line_user_id", line_user_id)
+    return list(ledger.db.query(
+        f"SELECT l.* FROM logins l WHERE l.{column} = ? AND l.expires_ms > ? AND {_LIVE} "
+        "ORDER BY l.at_ms DESC, l.id DESC", [value, ledger.now_ms()]))
+
+
+def unclosed_logins(ledger: Ledger, expired_since_ms: int | None = None) -> list[dict]:
+    """Logins without a logout row: live ones and, with `expired_since_ms`, those whose expiry
+    fell after it (None: every unclosed login however old, for the gate's start)."""
+    floor = -1 if expired_since_ms is None else expired_since_ms
+    return list(ledger.db.query(
+        f"SELECT l.* FROM logins l WHERE l.expires_ms > ? AND {_LIVE} ORDER BY l.at_ms, l.id", [floor]))
+
+
+def last_line_login(ledger: Ledger, mac: str) -> dict | None:
+    """The newest LINE (not "returning") login of `mac`, or None."""
+    for row in ledger.db.query("SELECT * FROM logins WHERE mac = ? AND method = 'line' "
+                               "ORDER BY at_ms DESC, id DESC LIMIT 1", [mac]):
+        return row
+    return None
+
+
+def ended_since(ledger: Ledger, mac: str, since_ms: int, reasons: tuple[str, ...]) -> bool:
+    """Whether a session of `mac` ended for one of `reasons` at or after `since_ms`."""
+    marks = ",".join("?" for _ in reasons)
+    found = ledger.db.execute(f"SELECT 1 FROM logouts WHERE mac = ? AND at_ms >= ? AND reason IN ({marks}) LIMIT 1",
+                              [mac, since_ms, *reasons]).fetchone()
+    return found is not None
+
+
+def events_since(ledger: Ledger, kind: str, since_ms: int) -> list[dict]:
+    """Events of one kind at or after `since_ms`, oldest first, detail decoded."""
+    out = []
+    for row in ledger.db.query("SELECT * FROM events WHERE kind = ? AND at_ms >= ? ORDER BY at_ms, id", [kind, since_ms]):
+        row["detail"] = json.loads(row["detail"] or "{}")
+        out.append(row)
+    return out
+
+
+def unclosed_ids(ledger: Ledger, login_ids: list[int]) -> list[int]:
+    """Which of these logins have no logout row yet."""
+    if not login_ids:
+        return []
+    marks = ",".join("?" for _ in login_ids)
+    return [r[0] for r in ledger.db.execute(
+        f"SELECT l.id FROM logins l WHERE l.id IN ({marks}) AND {_LIVE}", login_ids).fetchall()]
+
+
+def events_of(ledger: Ledger, subject: str, kind: str, since_ms: int = 0) -> list[dict]:
+    """Events of one kind about one subject (a MAC, an address), newest first, detail decoded."""
+    out = []
+    for row in ledger.db.query("SELECT * FROM events WHERE subject = ? AND kind = ? AND at_ms >= ? "
+                               "ORDER BY at_ms DESC, id DESC", [subject, kind, since_ms]):
+        row["detail"] = json.loads(row["detail"] or "{}")
+        out.append(row)
+    return out
 
 
 def rows(ledger: Ledger, table: str, limit: int = 20) -> Iterator[dict]:

@@ -2,8 +2,10 @@
 one netlink transaction per change: no `nft` process per login)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import subprocess
 import tempfile
 import threading
@@ -18,37 +20,48 @@ class NftError(Exception):
     """nft refused a ruleset or a change; the message carries nft's own words."""
 
 
-@dataclass(frozen=True)
-class Authorisation:
-    """One element of the authorised set as the kernel holds it now."""
-
-    mac: str
-    ip: str
-    timeout: int
-    expires: int  # seconds left
-
-
 def check_ruleset(text: str) -> None:
     """`nft -c -f`: parse and check `text` against the kernel without applying it."""
     _run_nft_file(text, check=True)
 
 
-def apply_ruleset(text: str, keep_elements: bool = True) -> int:
+def fingerprint(text: str) -> str:
+    """A short hash of a rendered ruleset, kept as the table's comment once it is applied."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def applied_fingerprint() -> str | None:
+    """The fingerprint of the ruleset the kernel holds (read with `nft -t`: no set contents),
+    or None if there is no table or it has no fingerprint."""
+    proc = subprocess.run(["nft", "-t", "list", "table", FAMILY, TABLE], capture_output=True, text=True)
+    found = re.search(r'comment "skillspot-ruleset ([0-9a-f]{16})"', proc.stdout) if proc.returncode == 0 else None
+    return found.group(1) if found else None
+
+
+def apply_ruleset(text: str, keep_elements: bool = True, only_if_changed: bool = False) -> int | None:
     """Check, then apply `text` atomically (it replaces the whole skillspot table).
 
     With keep_elements, every timed set element already in the kernel (live sessions,
     walled-garden addresses) is carried over with the time it has left, in the same
-    transaction: reloading the firewall never logs anybody out. Returns how many were kept.
+    transaction: reloading the firewall never logs anybody out. Returns how many were kept,
+    or None when `only_if_changed` and the kernel already holds this very ruleset (the gate's
+    start: re-applying 100,000 sessions costs tens of seconds for nothing).
     """
+    fp = fingerprint(text)
+    if only_if_changed and applied_fingerprint() == fp:
+        return None
+    marked = text.replace(f"table {FAMILY} {TABLE} {{\n", f'table {FAMILY} {TABLE} {{\n    comment "skillspot-ruleset {fp}"\n', 1)
+    # The rules alone are checked first (cheap, and a clear message); the apply is one atomic
+    # transaction with the carried elements, so a failure there also leaves the old table.
+    _run_nft_file(marked, check=True)
     kept = surviving_elements() if keep_elements else []
-    full = text + "".join(kept)
-    _run_nft_file(full, check=True)
-    _run_nft_file(full, check=False)
-    return len(kept)
+    _run_nft_file(marked + "".join(kept), check=False)
+    return sum(line.count(" timeout ") for line in kept)
 
 
-def surviving_elements() -> list[str]:
-    """`add element` lines re-creating the current table's timed elements with their remaining time."""
+def surviving_elements(chunk: int = 10_000) -> list[str]:
+    """`add element` lines re-creating the current table's timed elements with their remaining
+    time, many elements per line (one line per element made a reload with 100,000 devices slow)."""
     proc = subprocess.run(["nft", "-j", "list", "table", FAMILY, TABLE], capture_output=True, text=True)
     if proc.returncode != 0:
         return []  # no table yet: nothing to keep
@@ -57,13 +70,16 @@ def surviving_elements() -> list[str]:
         s = item.get("set")
         if not s or s["name"] in (UP_METER, DOWN_METER):
             continue  # rate-limit state is rebuilt by traffic, not carried over
+        keys = []
         for entry in s.get("elem", []):
             elem = entry.get("elem") if isinstance(entry, dict) else None
             if not elem or int(elem.get("expires", 0)) <= 0:
                 continue
             val = elem["val"]
             key = " . ".join(val["concat"]) if isinstance(val, dict) else str(val)
-            lines.append(f"add element {FAMILY} {TABLE} {s['name']} {{ {key} timeout {int(elem['expires'])}s }}\n")
+            keys.append(f"{key} timeout {int(elem['expires'])}s")
+        for i in range(0, len(keys), chunk):
+            lines.append(f"add element {FAMILY} {TABLE} {s['name']} {{ {', '.join(keys[i:i + chunk])} }}\n")
     return lines
 
 
@@ -80,10 +96,28 @@ def _run_nft_file(text: str, check: bool) -> None:
         os.unlink(path)
 
 
-class NftSets:
-    """The authorised sets, changed through libnftables' JSON API.
+@dataclass(frozen=True)
+class KernelState:
+    """What the kernel holds in the gate's sets at one moment (read once at gate start)."""
 
-    One instance per process; libnftables handles are not thread-safe, hence the lock.
+    authorised: dict[tuple[str, str], tuple[int, int]]  # (mac, ip) -> (timeout, seconds left)
+    active: set[tuple[str, str]]                        # (mac, ip) not idle
+
+
+def _concat(item) -> tuple[str, str]:
+    elem = item.get("elem", item) if isinstance(item, dict) else item
+    val = elem["val"] if isinstance(elem, dict) and "val" in elem else elem
+    return tuple(val["concat"])
+
+
+class NftSets:
+    """The gate's sets, changed through libnftables' JSON API: one netlink transaction per change.
+
+    Nothing here lists a set on the login path. A change removes a device's elements with an
+    `add` then `delete` of each key in the same transaction: `add` of an existing element is a
+    no-op and `delete` of a missing one would fail the whole batch, so the pair removes the
+    key whether or not the kernel still holds it (the idle element may have run out), without
+    reading the set first. One instance per process; libnftables handles are not thread-safe.
     """
 
     def __init__(self) -> None:
@@ -106,74 +140,48 @@ class NftSets:
                 return item["set"].get("elem", [])
         return []
 
-    def _active(self) -> set[tuple[str, str]]:
-        keys = set()
-        for item in self._elements(ACTIVE_SET):
-            elem = item.get("elem", item) if isinstance(item, dict) else item
-            val = elem["val"] if isinstance(elem, dict) and "val" in elem else elem
-            keys.add(tuple(val["concat"]))
-        return keys
+    def table_exists(self) -> bool:
+        """Whether the skillspot table is loaded."""
+        try:
+            self._cmd([{"list": {"table": {"family": FAMILY, "name": TABLE}}}])
+        except NftError:
+            return False
+        return True
 
-    def list(self) -> list[Authorisation]:
-        """Every device the kernel lets through now, with the seconds it has left. A device
-        whose idle element ran out is not listed: the kernel no longer lets it through."""
-        result = []
-        active = self._active()
+    def active_keys(self) -> set[tuple[str, str]]:
+        """(mac, ip) of every device that sent traffic within the idle time (one set dump)."""
+        return {_concat(item) for item in self._elements(ACTIVE_SET)}
+
+    def dump(self) -> KernelState:
+        """Everything the gate's sets hold now: for the gate's start, never per login."""
+        authorised = {}
         for item in self._elements(AUTHORISED_SET):
             elem = item.get("elem", item)
-            mac, ip = elem["val"]["concat"]
-            if (mac, ip) not in active:
-                continue
-            result.append(Authorisation(mac=mac, ip=ip, timeout=int(elem.get("timeout", 0)),
-                                        expires=int(elem.get("expires", 0))))
-        return result
+            authorised[_concat(item)] = (int(elem.get("timeout", 0)), int(elem.get("expires", 0)))
+        return KernelState(authorised=authorised, active=self.active_keys())
 
-    def authorise(self, mac: str, ip: str, seconds: int) -> None:
-        """Let (mac, ip) through for `seconds`, replacing any earlier element of that MAC
-        (its address may have changed), in one transaction."""
-        if seconds <= 0:
-            raise ValueError("seconds must be positive")
-        commands = self._removals(mac)
-        commands.append({"add": {"element": {"family": FAMILY, "table": TABLE, "name": AUTHORISED_SET,
-                                             "elem": [{"elem": {"val": {"concat": [mac, ip]}, "timeout": seconds}}]}}})
-        commands.append({"add": {"element": {"family": FAMILY, "table": TABLE, "name": AUTHORISED_MAC6_SET,
-                                             "elem": [{"elem": {"val": mac, "timeout": seconds}}]}}})
-        # The idle element takes the set's own timeout (portal.idle_seconds); traffic renews it.
-        commands.append({"add": {"element": {"family": FAMILY, "table": TABLE, "name": ACTIVE_SET,
-                                             "elem": [{"concat": [mac, ip]}]}}})
+    def change(self, mac: str, remove_ips: list[str], add: tuple[str, int] | None) -> None:
+        """In one transaction: remove `mac`'s elements for `remove_ips` (and its IPv6 element),
+        then, if `add` is (ip, seconds), let (mac, ip) through for that long."""
+        commands: list[dict] = []
+        for ip in dict.fromkeys([*remove_ips, *([add[0]] if add else [])]):
+            for set_name in (AUTHORISED_SET, ACTIVE_SET):
+                commands += self._absent(set_name, {"concat": [mac, ip]})
+        commands += self._absent(AUTHORISED_MAC6_SET, mac)
+        if add is not None:
+            ip, seconds = add
+            if seconds <= 0:
+                raise ValueError("seconds must be positive")
+            commands.append(self._element("add", AUTHORISED_SET, {"elem": {"val": {"concat": [mac, ip]},
+                                                                          "timeout": seconds}}))
+            commands.append(self._element("add", AUTHORISED_MAC6_SET, {"elem": {"val": mac, "timeout": seconds}}))
+            # The idle element takes the set's own timeout (portal.idle_seconds); traffic renews it.
+            commands.append(self._element("add", ACTIVE_SET, {"concat": [mac, ip]}))
         self._cmd(commands)
 
-    def revoke(self, mac: str) -> list[str]:
-        """Remove every element of `mac`; returns the IPv4 addresses it had (empty if none)."""
-        found = [a for a in self.list() if a.mac == mac]
-        commands = self._removals(mac)
-        if commands:
-            self._cmd(commands)
-        return [a.ip for a in found]
-
-    def _removals(self, mac: str) -> list[dict]:
-        """Delete commands for every element of `mac` in every set, idle ones included."""
-        commands = []
-        for item in self._elements(AUTHORISED_SET):
-            m, ip = item.get("elem", item)["val"]["concat"]
-            if m == mac:
-                commands.append(self._delete(AUTHORISED_SET, m, ip))
-        for m, ip in self._active():
-            if m == mac:
-                commands.append(self._delete(ACTIVE_SET, m, ip))
-        if self._has_mac6(mac):
-            commands.append(self._delete_mac6(mac))
-        return commands
-
-    def _has_mac6(self, mac: str) -> bool:
-        return any(item.get("elem", item)["val"] == mac for item in self._elements(AUTHORISED_MAC6_SET))
+    def _absent(self, set_name: str, key) -> list[dict]:
+        return [self._element("add", set_name, key), self._element("delete", set_name, key)]
 
     @staticmethod
-    def _delete(set_name: str, mac: str, ip: str) -> dict:
-        return {"delete": {"element": {"family": FAMILY, "table": TABLE, "name": set_name,
-                                       "elem": [{"concat": [mac, ip]}]}}}
-
-    @staticmethod
-    def _delete_mac6(mac: str) -> dict:
-        return {"delete": {"element": {"family": FAMILY, "table": TABLE, "name": AUTHORISED_MAC6_SET,
-                                       "elem": [mac]}}}
+    def _element(verb: str, set_name: str, elem) -> dict:
+        return {verb: {"element": {"family": FAMILY, "table": TABLE, "name": set_name, "elem": [elem]}}}

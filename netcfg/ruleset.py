@@ -19,6 +19,16 @@ DOWN_METER = "down_meter"
 WALLED_GARDEN4_SET = "walled_garden4"  # filled by dnsmasq (nftset=) from DNS answers
 WALLED_GARDEN6_SET = "walled_garden6"
 WALLED_GARDEN_TTL = "1h"
+DNS_METER = "dns_meter"                # per-device DNS query budget of devices not let in
+# A conntrack mark bit on DNS exchanges of devices not let in, so the output hook can hold
+# their answers to the same size limit (the output hook cannot see the device's MAC).
+DNS_UNAUTH_MARK = 0x10
+DNS_MAX_QUERY_BYTES = 512              # DNS payload; every stub resolver's query fits
+DNS_MAX_ANSWER_BYTES = 512             # classic DNS over UDP; what a portal visit resolves fits
+# Without an explicit size the kernel caps a set at 65,535 elements and the next login fails
+# ("Too many open files in system"). Elements are allocated as they are added, so a large cap
+# costs nothing until it is used.
+SET_SIZE = 1_048_576
 
 
 @dataclass(frozen=True)
@@ -33,13 +43,21 @@ class RulesetParams:
     walled_garden_ports: tuple[int, ...]
     idle_seconds: int = 900
     bandwidth_kbit: int = 0  # 0: no cap
+    # DNS budget of a device not let in (queries per second, and the burst it starts with).
+    dns_queries_per_second: int = 2
+    dns_query_burst: int = 80
+    # network.ipv6: "" when off (nothing IPv6 forwarded), else the advertised /64.
+    ipv6_prefix: str = ""
 
     @classmethod
     def from_config(cls, net: NetworkConfig, portal: PortalConfig) -> "RulesetParams":
         return cls(lan=net.lan_interface, wan=net.wan_interface, lan_ip=str(net.lan_address.ip),
                    http_port=portal.http_port, https_port=portal.https_port,
                    walled_garden_ports=tuple(sorted(set(net.walled_garden_ports))),
-                   idle_seconds=portal.idle_seconds, bandwidth_kbit=portal.bandwidth_kbit)
+                   idle_seconds=portal.idle_seconds, bandwidth_kbit=portal.bandwidth_kbit,
+                   dns_queries_per_second=net.unauthorised_dns_queries_per_second,
+                   dns_query_burst=net.unauthorised_dns_burst,
+                   ipv6_prefix=str(net.ipv6_prefix) if net.ipv6 == "on" and net.ipv6_prefix else "")
 
 
 def _ports(ports: tuple[int, ...] | list[int]) -> str:
@@ -57,6 +75,7 @@ def render_ruleset(p: RulesetParams) -> str:
         meters = "".join(f"""
     set {name} {{
         type ipv4_addr
+        size {SET_SIZE}
         flags dynamic,timeout
         timeout 1m
     }}""" for name in (UP_METER, DOWN_METER))
@@ -72,17 +91,20 @@ table {FAMILY} {TABLE} {{
     # session on time even when every skillspot process is down.
     set {AUTHORISED_SET} {{
         type ether_addr . ipv4_addr
+        size {SET_SIZE}
         flags timeout
     }}
     # Refreshed by every packet a let-in device sends; an element that runs out means the
     # device was idle too long, and it is treated as logged out (here and in the portal).
     set {ACTIVE_SET} {{
         type ether_addr . ipv4_addr
+        size {SET_SIZE}
         flags dynamic,timeout
         timeout {p.idle_seconds}s
     }}
     set {AUTHORISED_MAC6_SET} {{
         type ether_addr
+        size {SET_SIZE}
         flags timeout
     }}
     # The LINE login hosts, filled by dnsmasq as it resolves them: no IP list kept by hand.
@@ -95,6 +117,14 @@ table {FAMILY} {TABLE} {{
         type ipv6_addr
         flags timeout
         timeout {WALLED_GARDEN_TTL}
+    }}
+    # One token bucket per MAC for DNS from devices not let in: a DNS tunnel needs many
+    # queries, a portal visit a few dozen. Entries vanish a minute after a device goes quiet.
+    set {DNS_METER} {{
+        type ether_addr
+        flags dynamic,timeout
+        timeout 1m
+        size {SET_SIZE}
     }}{meters}
 
     # Plain HTTP from a device not yet let in lands on the portal, whatever host it asked for:
@@ -110,13 +140,18 @@ table {FAMILY} {TABLE} {{
 
     chain masquerade_out {{
         type nat hook postrouting priority srcnat; policy accept;
-        oifname "{p.wan}" masquerade
+        # IPv4 only: an IPv6 source is never translated, so the flow log and the neighbour
+        # table name the device by its own address.
+        oifname "{p.wan}" meta nfproto ipv4 masquerade
     }}
 
     # What visitors may ask of the box itself: DHCP, DNS, the portal. Nothing else.
     chain box_input {{
         type filter hook input priority filter; policy accept;
         iifname != "{p.lan}" accept
+        # DNS is checked before the established shortcut: a tunnel reusing one source port
+        # would otherwise be "established" after its first answer.
+        meta l4proto {{ tcp, udp }} th dport 53 jump dns_guard
         ct state established,related accept
         udp dport {{ 53, 67 }} accept
         tcp dport {box_ports} accept
@@ -130,17 +165,40 @@ table {FAMILY} {TABLE} {{
     # direction), so a revoked or expired device loses its open connections too.
     chain clients {{
         type filter hook forward priority filter; policy accept;{down_cap}
+        meta nfproto ipv6 jump ipv6_clients
         iifname "{p.wan}" oifname "{p.lan}" ct state established,related accept
         iifname "{p.wan}" oifname "{p.lan}" drop
         iifname != "{p.lan}" accept
         ether saddr . ip saddr @{AUTHORISED_SET} ether saddr . ip saddr @{ACTIVE_SET} jump let_through
-        meta nfproto ipv6 ether saddr @{AUTHORISED_MAC6_SET} accept
         ip daddr @{WALLED_GARDEN4_SET} tcp dport {garden_ports} accept
-        ip6 daddr @{WALLED_GARDEN6_SET} tcp dport {garden_ports} accept
         # Refuse fast, so phones and apps give up at once instead of timing out.
         meta l4proto tcp reject with tcp reset
         reject with icmpx admin-prohibited
     }}
+
+    # DNS from a device not let in gets a small budget, so the resolver the box must offer
+    # before login cannot become a free internet link (a DNS tunnel): at most
+    # {p.dns_queries_per_second} queries a second after a burst of {p.dns_query_burst}, each query and answer
+    # at most {DNS_MAX_QUERY_BYTES} bytes, no DNS over TCP. Let-in devices are not limited.
+    chain dns_guard {{
+        ether saddr . ip saddr @{AUTHORISED_SET} ct mark set ct mark and {~DNS_UNAUTH_MARK & 0xffffffff:#x} accept
+        meta nfproto ipv6 ether saddr @{AUTHORISED_MAC6_SET} ct mark set ct mark and {~DNS_UNAUTH_MARK & 0xffffffff:#x} accept
+        meta l4proto tcp reject with tcp reset
+        udp length > {DNS_MAX_QUERY_BYTES + 8} drop
+        ct mark set ct mark or {DNS_UNAUTH_MARK:#x}
+        # Under budget: accept. Over it, or the meter full (a flood of made-up MACs): drop.
+        update @{DNS_METER} {{ ether saddr limit rate {p.dns_queries_per_second}/second burst {p.dns_query_burst} packets }} accept
+        drop
+    }}
+
+    # Answers to those devices: larger ones are dropped (a tunnel's downstream lives in them).
+    chain box_output {{
+        type filter hook output priority filter; policy accept;
+        oifname != "{p.lan}" accept
+        ct mark and {DNS_UNAUTH_MARK:#x} == {DNS_UNAUTH_MARK:#x} udp sport 53 udp length > {DNS_MAX_ANSWER_BYTES + 8} drop
+    }}
+
+{_ipv6_chain(p, garden_ports)}
 
     chain let_through {{
         update @{ACTIVE_SET} {{ ether saddr . ip saddr }}{up_cap}
@@ -148,3 +206,28 @@ table {FAMILY} {TABLE} {{
     }}
 }}
 """
+
+
+def _ipv6_chain(p: RulesetParams, garden_ports: str) -> str:
+    """Forwarding of IPv6 (network.ipv6): everything refused when off; when on, only sources
+    inside the advertised prefix, and only from a logged-in MAC (or to the walled garden)."""
+    if not p.ipv6_prefix:
+        return f"""    # network.ipv6 = "off": nothing IPv6 is forwarded, either way, for anyone.
+    chain ipv6_clients {{
+        iifname "{p.lan}" meta l4proto tcp reject with tcp reset
+        iifname "{p.lan}" reject with icmpx admin-prohibited
+        drop
+    }}"""
+    return f"""    # network.ipv6 = "on": the LAN's addresses come from {p.ipv6_prefix} (router advertisements). A
+    # source outside it is refused, then the MAC must be logged in. The address is not pinned
+    # (SLAAC addresses change): what a copied MAC allows is in README-security.md.
+    chain ipv6_clients {{
+        iifname "{p.wan}" oifname "{p.lan}" ct state established,related accept
+        iifname "{p.wan}" oifname "{p.lan}" drop
+        iifname != "{p.lan}" accept
+        ip6 saddr != {p.ipv6_prefix} counter reject with icmpx admin-prohibited
+        ether saddr @{AUTHORISED_MAC6_SET} accept
+        ip6 daddr @{WALLED_GARDEN6_SET} tcp dport {garden_ports} accept
+        meta l4proto tcp reject with tcp reset
+        reject with icmpx admin-prohibited
+    }}"""

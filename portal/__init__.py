@@ -6,12 +6,12 @@ so the app holds no global state and a test can run it against real or in-memory
 from __future__ import annotations
 
 import logging
-from functools import partial
 from pathlib import Path
 
 from flask import Flask, render_template
 from werkzeug.exceptions import HTTPException
 
+from netcfg.gate import GateError
 from portal.services import PortalServices
 from portal.urls import captive_api_url
 from base.config import Config
@@ -77,6 +77,14 @@ def _error_pages(app: Flask) -> None:
         return render_template("error.html", reason=f"http_{exc.code}", title=title, message=message,
                                retry_url="/", lang_base="/"), exc.code
 
+    @app.errorhandler(GateError)
+    def _gate_down(exc: GateError):
+        # Nothing was half-done: a login whose gate call failed is closed in the ledger.
+        log.warning("gate: %s", exc)
+        return render_template("error.html", reason="gate_unavailable", title=_("Just a moment"),
+                               message=_("The WiFi is getting ready. Please try again in a moment."),
+                               retry_url="/", lang_base="/"), 503
+
     @app.errorhandler(Exception)
     def _crash(exc: Exception):
         log.exception("unhandled error in the portal")
@@ -86,21 +94,20 @@ def _error_pages(app: Flask) -> None:
 
 
 def build_services(config: Config) -> PortalServices:
-    """The production services for `config`: the kernel gate, the ledger, LINE per config,
-    and RADIUS Disconnect when radius.das_secret is set."""
+    """The production services for `config`: the gate over its socket (the portal itself
+    changes no firewall state and needs no privilege), the ledger, LINE per config, and the
+    session layer."""
     from ledger.db import open_ledger
     from lineapi.client import LineLogin
-    from netcfg.gate import KernelGate
     from portal.attempts import AttemptStore
+    from sessions import build_sessions
 
-    disconnect = None
-    if config.radius.das_secret:
-        from radius.das import disconnect as das_disconnect
-        disconnect = partial(das_disconnect, config.radius, timeout=config.radius.das_timeout_seconds)
+    ledger = open_ledger(config.ledger_path, config.box.id)
+    sessions = build_sessions(config, ledger)
     return PortalServices(
-        gate=KernelGate(),
-        ledger=open_ledger(config.ledger_path, config.box.id),
+        gate=sessions.gate,
+        ledger=ledger,
         line=LineLogin(config.line),
         attempts=AttemptStore(config.box.data_dir / "portal-attempts.sqlite"),
-        disconnect=disconnect,
+        sessions=sessions,
     )

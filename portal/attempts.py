@@ -56,6 +56,34 @@ class AttemptStore:
                                 attempt.lang, attempt.created, attempt.terms_version, int(attempt.oa_consent),
                                 attempt.next_path])
 
+    def claim(self, state: str, client_ip: str, same_browser: bool) -> tuple[Attempt | None, str]:
+        """Claim the attempt for `state` for the device asking, exactly once.
+
+        Only its own browser (`same_browser`: the state is in that browser's session) or its own
+        device (the address that started it) may spend it. A request from another device is
+        refused and leaves the attempt usable by its owner: whoever sees the callback URL
+        cannot cancel someone else's login. Returns (attempt, "") or (None, why) with why in
+        "other_device", "unknown_or_used"."""
+        now = self._clock()
+        with self._lock:
+            row = self._conn.execute(
+                "UPDATE login_attempts SET used = ? WHERE state = ? AND used IS NULL AND created >= ? "
+                "AND (? OR client_ip = ?) "
+                "RETURNING state, nonce, code_verifier, client_ip, lang, created, terms_version, oa_consent, "
+                "next_path", [now, state, now - ATTEMPT_TTL_SECONDS, int(same_browser), client_ip]).fetchone()
+            if row is None:
+                other = self._conn.execute(
+                    "SELECT 1 FROM login_attempts WHERE state = ? AND used IS NULL AND created >= ?",
+                    [state, now - ATTEMPT_TTL_SECONDS]).fetchone()
+                return None, "other_device" if other else "unknown_or_used"
+        return self._attempt(row), ""
+
+    @staticmethod
+    def _attempt(row) -> Attempt:
+        return Attempt(
+            state=row[0], nonce=row[1], code_verifier=row[2], client_ip=row[3], lang=row[4], created=row[5],
+            terms_version=row[6], oa_consent=bool(row[7]), next_path=row[8])
+
     def take(self, state: str) -> Attempt | None:
         """Claim the attempt for `state` exactly once; None if unknown, used or expired."""
         with self._lock:
@@ -66,6 +94,4 @@ class AttemptStore:
             row = cur.fetchone()
         if not row:
             return None
-        return Attempt(
-            state=row[0], nonce=row[1], code_verifier=row[2], client_ip=row[3], lang=row[4], created=row[5],
-            terms_version=row[6], oa_consent=bool(row[7]), next_path=row[8])
+        return self._attempt(row)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 from gunicorn.app.base import BaseApplication
 
-from base.config import Config
+from base.config import Config, ConfigError, refuse_placeholder_secrets
 
 
 class PortalServer(BaseApplication):
@@ -37,6 +37,10 @@ class PortalServer(BaseApplication):
 def portal_command(ctx, bind: tuple[str, ...], tls: bool) -> None:
     """Run the captive portal under gunicorn."""
     cfg = ctx.config
+    try:
+        refuse_placeholder_secrets(cfg, "portal")
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     if tls and cfg.portal.tls_cert is None:
         raise click.ClickException("--tls needs portal.tls_cert and portal.tls_key in the configuration")
     port = cfg.portal.https_port if tls else cfg.portal.http_port

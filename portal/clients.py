@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from flask import request
 
 from ledger.records import latest_lease
-from netcfg.nft import Authorisation
+from netcfg.gate import Authorisation
 from portal.context import services
 
 
@@ -39,7 +39,7 @@ def authorisation_for(ip: str) -> Authorisation | None:
     """
     if not ip:
         return None
-    matches = [a for a in services().gate.authorised() if a.ip == ip]
+    matches = services().gate.authorised(ip=ip)  # one index look-up in the gate, never a set dump
     if not matches:
         return None
     mac = services().gate.mac_for_ip(ip)

@@ -16,6 +16,7 @@ from flask import Blueprint, Response, jsonify, redirect, render_template, reque
 from flask_babel import force_locale, gettext as _
 
 from ledger.db import LedgerError
+from netcfg.gate import GateError
 from ledger.records import Login, log_event
 from lineapi.client import LineError, callback_error, new_pkce, new_token
 from portal.attempts import Attempt
@@ -23,7 +24,6 @@ from portal.clients import authorisation_for, client_ip, client_mac, detect_brow
 from portal.context import config, services
 from portal.i18n import current_language, ui_locales
 from portal.notify import push_welcome_async
-from portal.sessions import admit
 from portal.urls import safe_next
 
 bp = Blueprint("login", __name__)
@@ -127,9 +127,12 @@ def callback():
     code = request.args.get("code", "")
     terms_version = cfg.portal.terms_version
     err = callback_error(request.args)
+    session_state = session.get("state")
     if err is not None:
-        if state:  # spend the attempt: a later forged "success" with this state finds nothing
-            svc.attempts.take(state)
+        if state:
+            # Spend the attempt, so a later forged "success" with this state finds nothing; but
+            # only from its own device or browser: another device cannot cancel it.
+            svc.attempts.claim(state, ip, same_browser=session_state == state)
         session.pop("state", None)
         _refuse(err.kind, code=err.code)
         if err.kind == "denied":
@@ -142,20 +145,21 @@ def callback():
     if not state:
         _refuse("no_state")
         return failure("invalid", _("LINE login failed"), _("This page was opened without a login in progress."))
-    attempt = svc.attempts.take(state)
-    session_state = session.pop("state", None)
+    # The browser that started the attempt, or (for a login finished in another browser of the
+    # same phone, e.g. after leaving the captive sheet) the same device. Anyone else is refused
+    # without spending it: the attempt stays usable by its own device.
+    attempt, why = svc.attempts.claim(state, ip, same_browser=session_state == state)
+    session.pop("state", None)
+    if why == "other_device":
+        _refuse("other_device")
+        return failure("expired", _("Login expired"), _("This login link is no longer valid. Please start again."),
+                       retry_url=login_url(terms_version, False, auto=False))
     if attempt is None:
         _refuse("state_mismatch" if session_state and session_state != state else "unknown_or_used_state")
         # LINE's documented auto-login failure looks exactly like this (a code with a state we
         # cannot match): offer the login again without auto login.
         return failure("expired", _("Login expired"), _("This login link is no longer valid. Please start again."),
                        retry_url=login_url(terms_version, False, auto=False), help_autologin=bool(code))
-    # The browser that started the attempt, or (for a login finished in another browser of the
-    # same phone, e.g. after leaving the captive sheet) the same device.
-    if session_state != state and attempt.client_ip != ip:
-        _refuse("state_mismatch", attempt_ip=attempt.client_ip)
-        return failure("expired", _("Login expired"), _("This login link is no longer valid. Please start again."),
-                       retry_url=login_url(terms_version, False, auto=False))
     retry = login_url(terms_version, attempt.oa_consent, next_path=attempt.next_path)
     if not code:
         _refuse("no_code")
@@ -191,17 +195,22 @@ def callback():
     seconds = cfg.portal.session_seconds
     changed = request.args.get("friendship_status_changed")
     try:
-        admit(svc.ledger, svc.gate, Login(
+        svc.sessions.admit(Login(
             method="line", line_user_id=claims.sub, display_name=claims.name or "", friend=friend,
             friendship_changed=None if changed not in ("true", "false") else changed == "true",
             consent_version=attempt.terms_version, mac=mac, ip=ip,
-            expires_ms=int((svc.clock() + seconds) * 1000)), seconds, cfg.portal.max_devices_per_user)
+            expires_ms=int((svc.clock() + seconds) * 1000)), seconds)
         log_event(svc.ledger, "oa_consent", claims.sub, given=attempt.oa_consent,
                   terms_version=attempt.terms_version, mac=mac)
     except LedgerError:
         log.exception("ledger write failed; the device stays at the portal")
         return failure("unavailable", _("WiFi login is temporarily unavailable"),
                        _("Please try again in a few minutes or ask the staff."), 503)
+    except GateError as exc:
+        log.warning("gate: %s; the device stays at the portal", exc)
+        return failure("gate_unavailable", _("Just a moment"),
+                       _("The WiFi is getting ready. Please try again in a moment."), 503,
+                       retry_url=login_url(terms_version, attempt.oa_consent, next_path=attempt.next_path))
     except Exception:
         log.exception("gate failed; the device stays at the portal")
         return failure("unavailable", _("WiFi login is temporarily unavailable"),
@@ -239,7 +248,29 @@ def welcome():
     info = session.get("welcome") or {}
     return no_store(Response(render_template(
         "welcome.html", name=info.get("name", ""), seconds=max(0, int(auth.expires)),
-        oa_basic_id=config().line.oa_basic_id, oa_link=_oa_link())))
+        oa_basic_id=config().line.oa_basic_id, oa_link=_oa_link(), logout_token=_logout_token())))
+
+
+def _logout_token() -> str:
+    if "logout" not in session:
+        session["logout"] = new_token()
+    return session["logout"]
+
+
+@bp.post("/logout")
+def logout():
+    """The visitor ends their own session (a form on the welcome page; the token stops another
+    site from logging people out)."""
+    sent = request.form.get("token", "")
+    if not sent or sent != session.get("logout"):
+        return failure("invalid", _("Not allowed"), _("This page is not available from here."), 403)
+    auth = authorisation_for(client_ip())
+    if auth is not None:
+        services().sessions.end(auth.mac, "logout")
+    session.pop("logout", None)
+    return no_store(Response(render_template("error.html", reason="logged_out", title=_("You are logged out"),
+                                             message=_("Thank you for using DSD Free WiFi."), retry_url="/",
+                                             lang_base="/")))
 
 
 @bp.get("/waiting")

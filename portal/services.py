@@ -7,26 +7,27 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from ledger.db import Ledger
 from lineapi.client import LineLogin
 from netcfg.gate import Gate
 from portal.attempts import AttemptStore
+from sessions import SessionManager
 
 
 @dataclass
 class PortalServices:
     """Everything with a side effect, for one portal process.
 
-    `disconnect(mac)` asks the access point to drop a station (RADIUS DAS,
-    radius.das.disconnect); None when DAS is not configured.
+    `gate` answers "is this device let through" (a GateClient in production); `sessions` lets
+    devices in and out with their ledger rows (and, for an admin revoke, the RADIUS Disconnect).
     """
 
     gate: Gate
     ledger: Ledger
     line: LineLogin
     attempts: AttemptStore
+    sessions: SessionManager
     clock: Callable[[], float] = field(default=time.time)
-    disconnect: Callable[[str], Any] | None = None
     started: float = field(default_factory=time.time)

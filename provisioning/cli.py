@@ -66,10 +66,9 @@ def _readmit_returning(cfg, ledger, mac: str, ip: str) -> None:
     """A device with a recent LINE login is let in again without the portal. The lease is
     already recorded; a failure here only leaves the device at the portal, so it is reported
     and the hook still succeeds (dnsmasq must not see the lease event as failed)."""
-    from netcfg.gate import KernelGate
-    from portal.returning import readmit
+    from sessions import build_sessions
     try:
-        if readmit(cfg, ledger, KernelGate(), mac, ip):
+        if build_sessions(cfg, ledger).readmit(mac, ip):
             click.echo(f"returning device {mac} at {ip} let in again", err=True)
     except Exception as exc:  # noqa: BLE001 - reported, never fatal for the lease record
         from ledger.records import log_event

@@ -60,7 +60,7 @@ def render_dnsmasq(cfg: Config, files: DnsmasqFiles, captive_api_url: str | None
         "no-hosts",
         *(f"server={s}" for s in net.upstream_dns),
         # The portal's own name resolves to the box, so links and the RFC 8908 URL work offline.
-        f"host-record={portal.hostname},{lan_ip}",
+        f"host-record={portal.hostname},{lan_ip}" + (f",{net.lan_address6.ip}" if net.lan_address6 else ""),
         # Every address the LINE hosts resolve to joins the walled-garden sets for an hour.
         f"nftset=/{garden}/4#{FAMILY}#{TABLE}#{WALLED_GARDEN4_SET},6#{FAMILY}#{TABLE}#{WALLED_GARDEN6_SET}",
         f"dhcp-range={first},{last},{net.lease_seconds}",
@@ -73,6 +73,14 @@ def render_dnsmasq(cfg: Config, files: DnsmasqFiles, captive_api_url: str | None
         # device (portal.returning_days) is let in again when it renews after its session ended.
         "script-on-renewal",
     ]
+    if net.ipv6 == "on" and net.ipv6_prefix is not None:
+        # Router advertisements for the configured /64 only (SLAAC, no DHCPv6 addresses): phones
+        # form addresses inside it, and the ruleset forwards nothing IPv6 from outside it. The
+        # LAN interface carries the box's ::1 in the prefix (dnsmasq picks the interface by it).
+        lines += ["enable-ra",
+                  f"dhcp-range={net.ipv6_prefix.network_address},ra-only,64,{net.lease_seconds}",
+                  f"dhcp-option=option6:dns-server,[{net.lan_address6.ip}]"]
+    # With ipv6 = "off" nothing here sends a router advertisement: no stray IPv6 path.
     if captive_api_url:
         # RFC 8910: option 114 carries the Captive Portal API URL; force it, some clients never ask.
         lines.append(f'dhcp-option-force=114,"{captive_api_url}"')

@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from base.config import ConfigError, refuse_placeholder_secrets
+
 from ledger.accounting import record_disconnect
 from ledger.db import LedgerError, open_ledger
 from radius.das import disconnect
@@ -22,6 +24,10 @@ def radius_command(click_ctx: click.Context, verbose: bool) -> None:
     if click_ctx.invoked_subcommand is not None:
         return
     cfg = click_ctx.obj.config
+    try:
+        refuse_placeholder_secrets(cfg, "radius")
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not cfg.radius.clients:
@@ -31,7 +37,11 @@ def radius_command(click_ctx: click.Context, verbose: bool) -> None:
         ledger = open_ledger(cfg.ledger_path, cfg.box.id)
     except LedgerError as exc:
         raise click.ClickException(str(exc)) from None
-    server = RadiusServer(cfg.radius, ledger)
+    from sessions import build_sessions
+    sessions = build_sessions(cfg, ledger)
+    # The station left the access point: its session ends here (gate and logout row "radius_stop").
+    server = RadiusServer(cfg.radius, ledger, idle_seconds=cfg.portal.idle_seconds,
+                          on_stop=lambda mac, _pending: sessions.end(mac, "radius_stop"))
     try:
         server.bind()
     except OSError as exc:

@@ -16,6 +16,8 @@ import logging
 import selectors
 import socket
 import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -34,6 +36,11 @@ log = logging.getLogger("skillspot.radius")
 
 # How many datagrams one socket may contribute to a batch before the others get a turn.
 BATCH_PER_SOCKET = 256
+# A retransmitted Access-Request (same NAS, Identifier and Request Authenticator, RFC 5080
+# 2.2.2) within this window gets the first answer again and no second radius_auth row. hostapd
+# resends within seconds and gives up well inside a minute.
+AUTH_DUPLICATE_SECONDS = 60.0
+AUTH_DUPLICATE_MAX = 100_000  # entries kept at most: memory stays bounded under a flood
 
 
 class Dropped(Exception):
@@ -49,6 +56,18 @@ class Pending:
     reply: bytes
     write: Callable[[Ledger], object]
     summary: str
+    # Called when the write could not be committed (the request goes unanswered).
+    not_stored: Callable[[], None] | None = None
+    stop_mac: str | None = None  # an Accounting Stop of this station: its session ends after the answer
+
+
+@dataclass
+class _SeenAuth:
+    """An Access-Request already answered (or being answered in this batch)."""
+
+    reply: bytes
+    expires: float
+    failed: bool = False
 
 
 def _first(pkt: rp.Packet, name: str):
@@ -85,13 +104,20 @@ def _octets(pkt: rp.Packet, low: str, giga: str) -> int | None:
 class RadiusServer:
     """Serve hostapd's MAC-ACL Access-Requests and Accounting-Requests into the ledger."""
 
-    def __init__(self, cfg: RadiusConfig, ledger: Ledger) -> None:
+    def __init__(self, cfg: RadiusConfig, ledger: Ledger, idle_seconds: int = 900,
+                 on_stop: Callable[[str, "Pending"], None] | None = None) -> None:
+        """`idle_seconds` is portal.idle_seconds (sent as Idle-Timeout); `on_stop(mac, record)` is
+        called once an Accounting Stop is committed and answered (the session layer ends the
+        device's session there)."""
         self.cfg = cfg
         self.ledger = ledger
+        self.idle_seconds = idle_seconds
+        self.on_stop = on_stop
         self.dict = load_dictionary()
         self.host = Host(dict=self.dict)
         self.clients = {str(c.address): RemoteHost(str(c.address), c.secret.encode(), c.name) for c in cfg.clients}
         self.policy = MacPolicy(cfg)
+        self._seen_auth: OrderedDict[tuple, _SeenAuth] = OrderedDict()
         self._stop = threading.Event()
         self._sockets: list[tuple[socket.socket, str]] = []
         self.ready = threading.Event()
@@ -188,11 +214,20 @@ class RadiusServer:
                 except LedgerError as one:
                     # No answer: hostapd will retransmit, and nothing is claimed stored that is not.
                     log.error("not answering %s from %s: %s", p.summary, p.addr[0], one)
+                    if p.not_stored is not None:
+                        p.not_stored()
         for p in committed:
             try:
                 p.sock.sendto(p.reply, p.addr)
             except OSError as exc:
                 log.warning("could not answer %s at %s:%d: %s", p.summary, p.addr[0], p.addr[1], exc)
+        # Sessions end after every answer is out: the gate is another process and may be slow.
+        for p in committed:
+            if p.stop_mac and self.on_stop is not None:
+                try:
+                    self.on_stop(p.stop_mac, p)
+                except Exception as exc:  # noqa: BLE001 - the record is stored; the sweeper catches up
+                    log.error("could not end the session of %s after its Accounting Stop: %s", p.stop_mac, exc)
 
     # -- request handling ---------------------------------------------------------------
     def _client(self, addr: tuple, data: bytes) -> RemoteHost:
@@ -216,6 +251,17 @@ class RadiusServer:
                 raise Dropped("Message-Authenticator does not verify (wrong shared secret?)")
         elif self.cfg.require_message_authenticator:
             raise Dropped("no Message-Authenticator (radius.require_message_authenticator is on)")
+        dup_key = (addr[0], _str(pkt, "NAS-Identifier"), pkt.id, bytes(pkt.authenticator))
+        seen = self._seen(dup_key)
+        if seen is not None:
+            def already(ledger: Ledger, seen: _SeenAuth = seen) -> None:
+                # Answer again only if the first one was stored (it is written first, in this
+                # batch or an earlier one); otherwise stay silent like the first.
+                if seen.failed:
+                    raise LedgerError("the first copy of this Access-Request was not stored")
+            log.info("Access-Request id %d from %s is a retransmission: answered again, stored once",
+                     pkt.id, addr[0])
+            return Pending(sock, addr, seen.reply, already, f"Access-Request id {pkt.id} (retransmission)")
         user_name = _str(pkt, "User-Name")
         if not user_name:
             raise Dropped("no User-Name")
@@ -235,7 +281,7 @@ class RadiusServer:
         if verdict.accept:
             reply["Session-Timeout"] = self.cfg.session_timeout_seconds
             # hostapd ignores Idle-Timeout; sent for other NASes, idle is enforced by the box.
-            reply["Idle-Timeout"] = self.cfg.idle_timeout_seconds
+            reply["Idle-Timeout"] = self.idle_seconds
             reply["Acct-Interim-Interval"] = self.cfg.interim_interval_seconds
         else:
             reply.code = rp.AccessReject
@@ -244,10 +290,33 @@ class RadiusServer:
             nas_address=addr[0], nas_identifier=nas_id, mac=mac, user_name=user_name, called_station_id=called,
             decision="accept" if verdict.accept else "reject", reason=verdict.reason,
             session_timeout=self.cfg.session_timeout_seconds if verdict.accept else None,
-            idle_timeout=self.cfg.idle_timeout_seconds if verdict.accept else None)
+            idle_timeout=self.idle_seconds if verdict.accept else None)
         summary = f"Access-Request {user_name!r}: {decision.decision} ({verdict.reason})"
         log.info("%s from %s %s", summary, addr[0], nas_id or "")
-        return Pending(sock, addr, raw, lambda ledger: acc.record_auth_decision(ledger, decision), summary)
+        entry = self._remember(dup_key, raw)
+
+        def forget() -> None:
+            entry.failed = True
+            self._seen_auth.pop(dup_key, None)
+        return Pending(sock, addr, raw, lambda ledger: acc.record_auth_decision(ledger, decision), summary,
+                       not_stored=forget)
+
+    def _seen(self, key: tuple) -> _SeenAuth | None:
+        """The earlier copy of this Access-Request, if it came within AUTH_DUPLICATE_SECONDS."""
+        now = time.monotonic()
+        while self._seen_auth:  # oldest first: drop what has expired
+            oldest = next(iter(self._seen_auth.values()))
+            if oldest.expires > now:
+                break
+            self._seen_auth.popitem(last=False)
+        return self._seen_auth.get(key)
+
+    def _remember(self, key: tuple, reply: bytes) -> _SeenAuth:
+        entry = _SeenAuth(reply, time.monotonic() + AUTH_DUPLICATE_SECONDS)
+        self._seen_auth[key] = entry
+        while len(self._seen_auth) > AUTH_DUPLICATE_MAX:
+            self._seen_auth.popitem(last=False)
+        return entry
 
     def _handle_acct(self, sock: socket.socket, data: bytes, addr: tuple) -> Pending:
         client = self._client(addr, data)
@@ -295,4 +364,5 @@ class RadiusServer:
         def write(ledger: Ledger) -> None:
             if acc.record_accounting(ledger, record) is None:
                 log.info("%s from %s is a retransmission: answered, stored once", summary, addr[0])
-        return Pending(sock, addr, raw, write, summary)
+        stop = mac if status == acc.STATUS_STOP and mac else None
+        return Pending(sock, addr, raw, write, summary, stop_mac=stop)

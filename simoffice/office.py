@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from pyroute2 import IPRoute, NetNS, netns
+from pyroute2 import netns
+
+from base.config import ALLOW_EXAMPLE_SECRETS_ENV
 
 LAN_NET = "10.99.0"
 BOX_LAN_IP = f"{LAN_NET}.1"
@@ -47,6 +49,7 @@ class Office:
     # suite can run on one host at once. Short: interface names are "PREFIXp0" (15 chars max).
     prefix: str = field(default_factory=lambda: "s" + secrets.token_hex(3))
     session_seconds: int = 3600
+    sweep_seconds: int = 2                                # [gate] sweep_seconds (production default: 10)
     portal_settings: dict = field(default_factory=dict)  # more [portal] keys, e.g. {"bandwidth_kbit": 8000}
     extra_toml: str = ""                                  # more sections, e.g. an [admin] table
     say: Callable[[str], None] = lambda msg: None
@@ -71,6 +74,11 @@ class Office:
     @property
     def data_dir(self) -> Path:
         return self.workdir / "data"
+
+    @property
+    def gate_socket(self) -> Path:
+        """This office's gate socket (a file of its own run: Unix sockets are not per namespace)."""
+        return self.workdir / "gate.sock"
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -153,48 +161,43 @@ class Office:
     # -- construction -------------------------------------------------------------
 
     def _build_links(self) -> None:
-        self.say("creating namespaces phone, box and internet")
+        self.say(f"creating namespaces {self.phone_ns}, {self.box_ns} and {self.inet_ns} (phone, box, internet)")
         for ns in (self.phone_ns, self.box_ns, self.inet_ns):
             # iproute2 creates the namespace: it also sets up /run/netns mount propagation, which
             # other tools running at the same time rely on.
             subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
+        # iproute2 for the links too: pyroute2's NetNS helper processes raced when two offices
+        # were built at once (a link looked up in one namespace was not there yet).
         self._veth(f"{self.prefix}p0", self.phone_ns, "eth0", f"{self.prefix}b0", self.box_ns, "lan0")
         self._veth(f"{self.prefix}b1", self.box_ns, "wan0", f"{self.prefix}i0", self.inet_ns, "eth0")
-        with NetNS(self.box_ns) as ns:
-            self._up(ns, "lo")
-            self._addr(ns, "lan0", BOX_LAN_IP, 24)
-            self._addr(ns, "wan0", BOX_WAN_IP, 24)
-            ns.route("add", dst="0.0.0.0/0", gateway=INET_GW_IP)
-        with NetNS(self.inet_ns) as ns:
-            self._up(ns, "lo")
-            self._addr(ns, "eth0", INET_GW_IP, 24)
-            lo = ns.link_lookup(ifname="lo")[0]
-            for ip in (LINE_IP, WEB_IP):
-                ns.addr("add", index=lo, address=ip, prefixlen=32)
-        with NetNS(self.phone_ns) as ns:
-            self._up(ns, "lo")
-            self._up(ns, "eth0")
+        for ns in (self.phone_ns, self.box_ns, self.inet_ns):
+            self._ip(ns, "link", "set", "lo", "up")
+        self._addr(self.box_ns, "lan0", f"{BOX_LAN_IP}/24")
+        self._addr(self.box_ns, "wan0", f"{BOX_WAN_IP}/24")
+        self._ip(self.box_ns, "route", "add", "default", "via", INET_GW_IP)
+        self._addr(self.inet_ns, "eth0", f"{INET_GW_IP}/24")
+        for ip in (LINE_IP, WEB_IP):
+            self._ip(self.inet_ns, "addr", "add", f"{ip}/32", "dev", "lo")
+        self._ip(self.phone_ns, "link", "set", "eth0", "up")
         for ns, key in ((self.box_ns, "net.ipv4.ip_forward"), (self.box_ns, "net.ipv6.conf.all.forwarding")):
             self.run_in(ns, ["sysctl", "-q", "-w", f"{key}=1"])
         # The phone's resolver comes from DHCP later; the box resolves through its own dnsmasq.
         self._resolv(self.box_ns, BOX_LAN_IP)
 
-    def _veth(self, a: str, ns_a: str, name_a: str, b: str, ns_b: str, name_b: str) -> None:
-        with IPRoute() as ipr:
-            ipr.link("add", ifname=a, kind="veth", peer={"ifname": b, "net_ns_fd": ns_b})
-            ipr.link("set", index=ipr.link_lookup(ifname=a)[0], net_ns_fd=ns_a)
-        for ns, old, new in ((ns_a, a, name_a), (ns_b, b, name_b)):
-            with NetNS(ns) as nsr:
-                idx = nsr.link_lookup(ifname=old)[0]
-                nsr.link("set", index=idx, ifname=new)
-
     @staticmethod
-    def _up(ns: NetNS, ifname: str) -> None:
-        ns.link("set", index=ns.link_lookup(ifname=ifname)[0], state="up")
+    def _ip(ns: str | None, *args: str) -> None:
+        argv = ["ip", *(["-n", ns] if ns else []), *args]
+        subprocess.run(argv, check=True, capture_output=True)
 
-    def _addr(self, ns: NetNS, ifname: str, ip: str, prefixlen: int) -> None:
-        self._up(ns, ifname)
-        ns.addr("add", index=ns.link_lookup(ifname=ifname)[0], address=ip, prefixlen=prefixlen)
+    def _veth(self, a: str, ns_a: str, name_a: str, b: str, ns_b: str, name_b: str) -> None:
+        # Created inside the namespaces under their final names: nothing appears on the host.
+        self._ip(None, "link", "add", a, "netns", ns_a, "type", "veth", "peer", "name", b, "netns", ns_b)
+        self._ip(ns_a, "link", "set", a, "name", name_a)
+        self._ip(ns_b, "link", "set", b, "name", name_b)
+
+    def _addr(self, ns: str, ifname: str, cidr: str) -> None:
+        self._ip(ns, "link", "set", ifname, "up")
+        self._ip(ns, "addr", "add", cidr, "dev", ifname)
 
     @staticmethod
     def _resolv(ns: str, server: str) -> None:
@@ -211,7 +214,8 @@ class Office:
     def _write_config(self) -> None:
         from simoffice.democerts import make_demo_certs
         certs = make_demo_certs(self.workdir / "tls", PORTAL_HOST, BOX_LAN_IP)
-        text = office_config(self.data_dir, self.session_seconds, certs.cert, certs.key)
+        text = office_config(self.data_dir, self.session_seconds, certs.cert, certs.key, self.gate_socket)
+        text = text.replace("sweep_seconds = 2\n", f"sweep_seconds = {self.sweep_seconds}\n")
         extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in self.portal_settings.items())
         text = text.replace("\n[line]\n", f"{extra}\n[line]\n", 1) + self.extra_toml
         self.config_path.write_text(text)
@@ -268,15 +272,44 @@ class Office:
         self.wait_tcp(self.inet_ns, WEB_IP, 80, "internet-web")
         self.wait_tcp(self.inet_ns, LINE_IP, 80, "line-sandbox")
 
+    def start_gate(self, timeout: float = 30) -> subprocess.Popen:
+        """Start `skillspot gate` in the box (it applies the ruleset and reconciles) and wait
+        until it answers on its socket."""
+        # The office's secrets are published in this file: only the demo override lets them start.
+        proc = self.spawn("gate", self.box_ns, self.skillspot("gate"), env={ALLOW_EXAMPLE_SECRETS_ENV: "1"})
+        self.wait_gate(timeout)
+        return proc
+
+    def wait_gate(self, timeout: float = 30) -> None:
+        """Block until the gate answers health on its socket, or fail naming its log."""
+        from netcfg.gate import GateError
+        from netcfg.gateclient import GateClient
+        client = GateClient(self.gate_socket, timeout=2)
+        deadline = time.monotonic() + timeout
+        while True:
+            proc = self.procs.get("gate")
+            if proc is not None and proc.poll() is not None:
+                raise OfficeError(f"the gate exited ({proc.returncode}); see {self.workdir / 'gate.log'}")
+            try:
+                client.health()
+                return
+            except GateError:
+                if time.monotonic() > deadline:
+                    raise OfficeError(f"the gate did not answer on {self.gate_socket} within {timeout}s; "
+                                      f"see {self.workdir / 'gate.log'}") from None
+                time.sleep(0.05)
+
     def _start_box(self) -> None:
-        self.say("starting the box: nftables, dnsmasq and the portal under gunicorn")
-        self.run_in(self.box_ns, self.skillspot("nft", "apply"))
+        self.say("starting the box: the gate (nftables), dnsmasq and the portal under gunicorn")
+        self.start_gate()
         self.run_in(self.box_ns, self.skillspot("render", "--out", str(self.workdir / "etc")))
         self.spawn("box-dnsmasq", self.box_ns, [
             "dnsmasq", "--keep-in-foreground", "--log-facility=-", "--log-dhcp", "--pid-file",
             f"--conf-file={self.workdir / 'etc' / 'dnsmasq.conf'}"])
-        self.spawn("portal", self.box_ns, self.skillspot("portal"))
-        self.spawn("portal-tls", self.box_ns, self.skillspot("portal", "--tls"))
+        # The office's secrets are published in this file: only the demo override lets them start.
+        demo = {ALLOW_EXAMPLE_SECRETS_ENV: "1"}
+        self.spawn("portal", self.box_ns, self.skillspot("portal"), env=demo)
+        self.spawn("portal-tls", self.box_ns, self.skillspot("portal", "--tls"), env=demo)
         self.wait_tcp(self.box_ns, BOX_LAN_IP, 53, "box-dnsmasq")
         self.wait_tcp(self.box_ns, BOX_LAN_IP, 8080, "portal")
         self.wait_tcp(self.box_ns, BOX_LAN_IP, 8443, "portal-tls")
@@ -302,7 +335,7 @@ class Office:
         return self.run_in(self.box_ns, self.skillspot(*args)).stdout
 
 
-def office_config(data_dir: Path, session_seconds: int, tls_cert: Path, tls_key: Path) -> str:
+def office_config(data_dir: Path, session_seconds: int, tls_cert: Path, tls_key: Path, gate_socket: Path) -> str:
     """The box configuration of the simulated office."""
     return f"""\
 [box]
@@ -341,4 +374,9 @@ api_base_url = "http://api.line.me"
 messaging_base_url = "http://api.line.me"
 messaging_access_token = "sandbox-token"
 oa_basic_id = "@dsd-demo"
+
+[gate]
+socket = "{gate_socket}"
+socket_group = ""
+sweep_seconds = 2
 """

@@ -180,6 +180,51 @@ def login(portal_url: str, user_index: int = 0, add_friend: bool = True, cancel:
             "user": data.get("sandbox_user")}
 
 
+def timed_logins(portal_url: str, count: int, host: str, port: int, deadline_s: float = 5.0) -> dict:
+    """`count` logins in a row, each timed from the LINE callback reaching the portal to the
+    phone's first TCP connect through the box to host:port; the visitor logs out after each
+    (the welcome page's form), so every login lets a held device in. For bench/login_scale.py."""
+    import re
+
+    import requests
+    times_ms, failures = [], []
+    for i in range(count):
+        s = requests.Session()
+        splash = s.get(portal_url + "/?lang=en", timeout=10)
+        terms = FormParser()
+        terms.feed(splash.text)
+        page = s.get(urljoin(splash.url, terms.action), params={**terms.fields, "terms": terms.checkboxes["terms"]},
+                     timeout=10)
+        form = FormParser()
+        form.feed(page.text)
+        data = {**form.fields, "sandbox_action": "allow"}
+        users = form.options.get("sandbox_user", [])
+        if users:
+            data["sandbox_user"] = users[0]
+        to_portal = s.post(urljoin(page.url, form.action), data=data, timeout=20, allow_redirects=False)
+        callback = to_portal.headers.get("Location", "")
+        start = time.perf_counter()
+        done = s.get(callback, timeout=20, allow_redirects=False)
+        connected = False
+        while not connected and time.perf_counter() - start < deadline_s:
+            try:
+                socket.create_connection((host, port), timeout=1).close()
+                connected = True
+            except OSError:
+                time.sleep(0.001)
+        elapsed = (time.perf_counter() - start) * 1000
+        if done.status_code != 303 or not connected:
+            failures.append({"i": i, "callback_status": done.status_code, "connected": connected})
+        else:
+            times_ms.append(round(elapsed, 2))
+        welcome = s.get(urljoin(portal_url, "/welcome"), timeout=10)
+        token = re.search(r'name="token" value="([^"]+)"', welcome.text)
+        if token:
+            s.post(urljoin(portal_url, "/logout"), data={"token": token.group(1)}, timeout=10)
+        s.close()
+    return {"ok": not failures, "ms": times_ms, "failures": failures[:10]}
+
+
 def main(argv: list[str]) -> None:
     action, args = argv[0], argv[1:]
     if action == "dhcp":
@@ -196,6 +241,8 @@ def main(argv: list[str]) -> None:
         result = login(args[0], user_index=int(positional[1]) if len(positional) > 1 else 0,
                        add_friend="--no-friend" not in args, cancel="--cancel" in args,
                        user_agent=next((a.split("=", 1)[1] for a in args if a.startswith("--ua=")), None))
+    elif action == "timed-logins":
+        result = timed_logins(args[0], int(args[1]), args[2], int(args[3]))
     else:
         raise SystemExit(f"unknown phone action {action!r}")
     json.dump(result, sys.stdout)

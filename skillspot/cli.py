@@ -18,6 +18,7 @@ DEFAULT_CONFIG = "/etc/skillspot/skillspot.toml"
 PACKAGE_COMMANDS = [
     ("ledger.cli", "ledger_group"),
     ("netcfg.cli", "nft_group"),
+    ("netcfg.cli", "gate_command"),
     ("portal.cli", "portal_command"),
     ("lineapi.cli", "line_sandbox_command"),
     ("provisioning.cli", "render_command"),
@@ -71,6 +72,11 @@ def config_check(file: Path) -> None:
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
+    from base.config import secret_problems
+    for problem in secret_problems(cfg):
+        # Warnings, not errors: the file is valid, but `skillspot portal`/`radius`/`gate`
+        # refuse to start while a placeholder is left in it.
+        click.echo(f"{file}: warning: {problem.message}", err=True)
     click.echo(f"{file}: OK (box {cfg.box.id}, LAN {cfg.network.lan_interface} {cfg.network.lan_address}, "
                f"LINE {cfg.line.login_base_url})")
 

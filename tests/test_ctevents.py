@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from pyroute2.netlink.nfnetlink.nfctsocket import nfct_msg
 
-from ledger.ctevents import (KIND_DESTROY, KIND_NEW, KIND_OTHER, MalformedMessage, parse_message, read_netlink_drops,
-                             split_messages)
+from ledger.ctevents import (KIND_DESTROY, KIND_NEW, KIND_OTHER, MalformedMessage, dump_request, parse_message,
+                             read_netlink_drops, split_messages)
 from ledger.flows import STAGING_COLUMNS
 from tests.netns_util import in_ns, scratch_namespace
 
@@ -288,3 +288,81 @@ def test_logger_counts_a_malformed_datagram_and_keeps_the_good_ones(tmp_path, ca
     assert lg.stats.stored == 2 and lg.pending == []
     assert led.db.conn.execute("SELECT COUNT(*) FROM flow_staging").fetchone()[0] == 2
     led.close()
+
+
+# Runs inside the scratch namespace: TCP connections held open and UDP flows (one SNATed),
+# then our table dump next to `conntrack -L`, the reference.
+DUMP = r"""
+import json, socket, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+from ledger.ctevents import dump_conntrack
+for k in ("nf_conntrack_acct", "nf_conntrack_timestamp"):
+    open(f"/proc/sys/net/netfilter/{k}", "w").write("1")
+srv = socket.socket(); srv.bind(("127.0.0.1", 7100)); srv.listen(64)
+held = []
+for i in range(40):
+    c = socket.create_connection(("127.0.0.1", 7100)); a, _ = srv.accept(); held += [c, a]
+for port in (7000, 7001, 7002, 7003):
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.sendto(b"x", ("127.0.0.1", port)); c.close()
+rows, counts = dump_conntrack(0, nat_only=False)
+nat_rows, _ = dump_conntrack(0, nat_only=True)
+ref = subprocess.run(["conntrack", "-L", "-f", "ipv4", "-o", "id"], capture_output=True, text=True).stdout
+print(json.dumps({"rows": rows, "nat_rows": nat_rows, "counts": counts, "ref": ref}))
+"""
+
+
+@pytest.mark.netns
+def test_table_dump_matches_conntrack_list():
+    with scratch_namespace("skct") as ns:
+        assert in_ns(ns, ["ip", "link", "set", "lo", "up"]).returncode == 0
+        assert in_ns(ns, ["nft", "-f", "-"], input=RULES).returncode == 0
+        done = in_ns(ns, [sys.executable, "-c", DUMP, str(REPO)], timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    ref_ids = sorted(int(w[3:]) for line in out["ref"].splitlines() for w in line.split() if w.startswith("id="))
+    # 40 TCP connections (one entry each) and four UDP flows; every listed entry, nothing else.
+    assert len(ref_ids) >= 44 and out["counts"]["entries"] == len(ref_ids)
+    assert sorted(r[0] for r in out["rows"]) == ref_ids
+    col = STAGING_COLUMNS.index
+    for r in out["rows"]:
+        assert r[col("open")] == 1 and r[col("end_ms")] is None
+        assert r[col("start_ms")] > 1_600_000_000_000  # the kernel's start timestamp, not the 0 we passed
+    tcp = [r for r in out["rows"] if r[col("proto")] == 6]
+    assert len(tcp) == 40 and {r[col("dst_port")] for r in tcp} == {7100}
+    # Only the SNATed flow is a translation.
+    (nat,) = out["nat_rows"]
+    assert nat[col("pub_ip")] == int(ipaddress.IPv4Address("127.0.0.5")) and 40000 <= nat[col("pub_port")] <= 40010
+
+
+def test_dump_request_is_a_ctnetlink_get_dump():
+    raw = dump_request(7)
+    length, mtype, flags, seq, pid = struct.unpack_from("=IHHII", raw)
+    assert (length, mtype, flags, seq, pid) == (len(raw), (1 << 8) | 1, 0x301, 7, 0)
+    assert struct.unpack_from("=BBH", raw, 16) == (socket.AF_INET, 0, 0)
+
+
+def ct_tuple6(kind: int, src: str, dst: str, proto: int, sport: int, dport: int) -> bytes:
+    ip = nla(3, socket.inet_pton(socket.AF_INET6, src)) + nla(4, socket.inet_pton(socket.AF_INET6, dst))
+    pr = nla(1, bytes([proto])) + nla(2, struct.pack(">H", sport)) + nla(3, struct.pack(">H", dport))
+    return nla(kind, nla(1, ip, True) + nla(2, pr, True), True)
+
+
+def test_ipv6_flows_are_rows_with_16_byte_addresses_only_when_asked():
+    tuples = (ct_tuple6(1, "2001:db8:1::2", "2001:db8:2::2", 6, 50000, 443)
+              + ct_tuple6(2, "2001:db8:2::2", "2001:db8:1::2", 6, 443, 50000))
+    raw = message(1 << 8, tuples + nla(12, struct.pack(">I", 9)), family=socket.AF_INET6)
+    assert parse_message(raw, 0, len(raw), 5) == (KIND_OTHER, None)  # IPv4-only unless asked
+    kind, row = parse_message(raw, 0, len(raw), 5, nat_only=True, ipv6=True)  # not translated, still kept
+    col = STAGING_COLUMNS.index
+    assert kind == KIND_NEW and row[col("ct_id")] == 9
+    assert row[col("src_ip")] == row[col("pub_ip")] == socket.inet_pton(socket.AF_INET6, "2001:db8:1::2")
+    assert (row[col("src_port")], row[col("pub_port")], row[col("dst_port")]) == (50000, 50000, 443)
+    # Link-local and multicast sources are the box's neighbours talking, not visitors' traffic.
+    for src in ("fe80::1", "ff02::1", "::1"):
+        t = ct_tuple6(1, src, "2001:db8:2::2", 17, 546, 547) + ct_tuple6(2, "2001:db8:2::2", src, 17, 547, 546)
+        raw = message((1 << 8) | 2, t, family=socket.AF_INET6)
+        assert parse_message(raw, 0, len(raw), 5, ipv6=True) == (KIND_DESTROY, None)
+    short = nla(1, nla(1, nla(3, b"\x20\x01") + nla(4, bytes(16)), True) + nla(2, nla(1, b"\x06"), True), True)
+    raw = message(1 << 8, short + tuples[len(ct_tuple6(1, "::2", "::3", 6, 1, 1)):], family=socket.AF_INET6)
+    with pytest.raises(MalformedMessage, match="needs 16"):
+        parse_message(raw, 0, len(raw), 5, ipv6=True)

@@ -158,8 +158,9 @@ def test_real_masqueraded_traffic_is_attributed(net, tmp_path):
     # UDP flows are still open now: attribution must already work from the NEW events.
     wait_for(lambda: stats().get("stored", 0) >= N_TCP + N_UDP, 20, "NEW events stored")
     udp_ip, udp_port, _ = seen["udp"][0]
-    open_answer = who(ledger, udp_ip, udp_port, ledger.now_ms())
-    assert open_answer and open_answer[0]["flow"]["open"] and open_answer[0]["session"]["login_id"] == login_id
+    # Readable once the logger has sealed them (every --seal-seconds, default 5 s).
+    open_answer = wait_for(lambda: who(ledger, udp_ip, udp_port, ledger.now_ms()), 15, "the open flow to be sealed")
+    assert open_answer[0]["flow"]["open"] and open_answer[0]["session"]["login_id"] == login_id
     # TCP ends by itself (short TIME_WAIT); flushing the table ends the UDP flows.
     wait_for(lambda: stats().get("destroy", 0) >= N_TCP, 60, "TCP DESTROY events")
     sh("conntrack", "-F", ns=ns["box"])

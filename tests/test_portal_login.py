@@ -12,6 +12,7 @@ from ledger.records import rows
 from lineapi.client import LineLogin
 from lineapi.testing import login_as, running_sandbox
 from netcfg.gate import MemoryGate
+from sessions import build_sessions
 from portal import create_app
 from portal.attempts import AttemptStore
 from portal.services import PortalServices
@@ -37,8 +38,10 @@ def portal(tmp_path, sandbox):
     (tmp_path / "c.toml").write_text(text, encoding="utf-8")
     cfg = load_config(tmp_path / "c.toml")
     gate = MemoryGate(neighbours={PHONE_IP: PHONE_MAC})
-    services = PortalServices(gate=gate, ledger=open_ledger(cfg.ledger_path, cfg.box.id), line=LineLogin(cfg.line),
-                              attempts=AttemptStore(tmp_path / "attempts.sqlite"))
+    ledger = open_ledger(cfg.ledger_path, cfg.box.id)
+    services = PortalServices(gate=gate, ledger=ledger, line=LineLogin(cfg.line),
+                              attempts=AttemptStore(tmp_path / "attempts.sqlite"),
+                              sessions=build_sessions(cfg, ledger, gate=gate))
     app = create_app(cfg, services)
     client = app.test_client()
     client.environ_base["REMOTE_ADDR"] = PHONE_IP

@@ -117,7 +117,7 @@ def test_the_bandwidth_cap_holds_each_device_to_its_rate(office):
 def test_a_returning_device_is_let_in_on_its_next_lease_without_the_portal(office):
     logged_out(office)
     assert office.phone("login", PORTAL)["ok"]
-    office.box("nft", "revoke", office.lease["mac"])  # the session ended (not an admin's revoke)
+    office.box("nft", "revoke", "--reason", "logout", office.lease["mac"])  # the session ended (not an admin's revoke)
     assert office.phone("get", "http://example.com/")["status"] == 302
     office.phone_dhcp()  # reconnects: a new DHCP exchange, the lease hook runs
     deadline = time.monotonic() + 20
@@ -161,24 +161,38 @@ def test_the_admin_sees_who_is_online_and_revokes_them(office):
     logged_out(office)
     assert office.phone("login", PORTAL)["ok"]
     mac = office.lease["mac"]
-    out = script(office, f"""
+    # From the visitor LAN the admin pages answer nothing, over HTTP or HTTPS, right password or not.
+    refused = script(office, f"""
+        import json, requests
+        print(json.dumps([requests.get(u + "/admin/login?lang=en", timeout=10).status_code
+                          for u in ({PORTAL!r}, "https://{PORTAL_HOST}:8443")]))
+    """)
+    assert refused == [403, 403]
+    # The office's admin.networks is empty: the box itself (an admin over ssh -L), HTTPS only.
+    code = textwrap.dedent(f"""
         import json, re, requests
-        s = requests.Session(); base = {PORTAL!r} + "/admin"
+        s = requests.Session(); base = "https://{PORTAL_HOST}:8443/admin"
         page = s.get(base + "/login?lang=en", timeout=10).text
         csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
         bad = s.post(base + "/login", data={{"csrf": csrf, "name": "somsak", "password": "wrong"}}, timeout=10)
         good = s.post(base + "/login", data={{"csrf": csrf, "name": "somsak", "password": {ADMIN_PASSWORD!r}}},
                       timeout=10)
+        cookie = next(c for c in s.cookies if c.name == "skillspot_admin")
         listed = {mac!r} in good.text and 'id="health"' in good.text
         csrf = re.search(r'name="csrf" value="([^"]+)"', good.text).group(1)
         forged = s.post(base + "/revoke", data={{"csrf": "forged", "mac": {mac!r}}}, timeout=10)
         done = s.post(base + "/revoke", data={{"csrf": csrf, "mac": {mac!r}}}, timeout=10)
         print(json.dumps({{"bad": bad.status_code, "listed": listed, "forged": forged.status_code,
-                          "done": done.status_code, "notice": "revoked" in done.text}}))
+                          "done": done.status_code, "notice": "revoked" in done.text, "secure": cookie.secure}}))
     """)
-    assert out == {"bad": 401, "listed": True, "forged": 400, "done": 200, "notice": True}
+    proc = office.run_in(office.box_ns, ["env", f"REQUESTS_CA_BUNDLE={office.ca_cert}", sys.executable, "-c", code],
+                         timeout=90, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out == {"bad": 401, "listed": True, "forged": 400, "done": 200, "notice": True, "secure": True}
     assert office.phone("get", "http://example.com/")["status"] == 302
     with sqlite3.connect(office.data_dir / "ledger.sqlite") as db:
         reasons = [r[0] for r in db.execute("SELECT reason FROM logouts WHERE mac = ?", [mac])]
         events = [r[0] for r in db.execute("SELECT kind FROM events")]
     assert "admin_revoke" in reasons and "admin_login_failed" in events and "admin_login" in events
+    assert "admin_refused" in events

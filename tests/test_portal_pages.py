@@ -14,8 +14,6 @@ from ledger.records import Login, rows
 from lineapi.testing import login_as
 from portal.i18n import SOURCE_DIR
 from portal.probes import find_probe
-from portal.returning import readmit
-from portal.sessions import admit, end_session
 from test_portal_login import PHONE_IP, PHONE_MAC, callback, portal, sandbox, start  # noqa: F401 (fixtures)
 
 HOST = {"Host": "wifi.dsd.go.th:8080"}
@@ -94,7 +92,7 @@ def _login(mac: str, ip: str, user: str = "Uuser1", at: float | None = None) -> 
 def test_a_users_oldest_device_makes_room_for_the_newest(portal):
     _, svc = portal
     for i in range(4):  # the example config allows 3 devices per LINE user
-        admit(svc.ledger, svc.gate, _login(f"02:00:00:00:01:0{i}", f"10.99.0.7{i}"), 600, 3)
+        svc.sessions.admit(_login(f"02:00:00:00:01:0{i}", f"10.99.0.7{i}"), 600)
     online = sorted(a.mac for a in svc.gate.authorised())
     assert online == ["02:00:00:00:01:01", "02:00:00:00:01:02", "02:00:00:00:01:03"]
     assert [r["reason"] for r in rows(svc.ledger, "logouts")] == ["device_limit"]
@@ -102,29 +100,28 @@ def test_a_users_oldest_device_makes_room_for_the_newest(portal):
 
 def test_returning_devices_are_let_in_only_when_they_should_be(portal):
     _, svc = portal
-    cfg = client_cfg(portal)
+    sessions = svc.sessions
     mac, ip = "02:00:00:00:02:01", "10.99.0.81"
-    assert not readmit(cfg, svc.ledger, svc.gate, mac, ip)  # never logged in
-    admit(svc.ledger, svc.gate, _login(mac, ip), 600, 3)
-    assert not readmit(cfg, svc.ledger, svc.gate, mac, ip)  # still online: a renewal, not a new session
+    assert not sessions.readmit(mac, ip)  # never logged in
+    sessions.admit(_login(mac, ip), 600)
+    assert not sessions.readmit(mac, ip)  # still online: a renewal, not a new session
     svc.gate.revoke(mac)  # the session ran out
-    assert readmit(cfg, svc.ledger, svc.gate, mac, ip)
+    assert sessions.readmit(mac, ip)
     assert [r["method"] for r in rows(svc.ledger, "logins")] == ["line", "returning"]
-    later = time.time() + 8 * 86400  # older than returning_days (7)
+    assert [r["reason"] for r in rows(svc.ledger, "logouts")] == ["relogin"]  # the first login ends there
     svc.gate.revoke(mac)
-    assert not readmit(cfg, svc.ledger, svc.gate, mac, ip, clock=lambda: later)
-    end_session(svc.ledger, svc.gate, mac, "admin_revoke", admin="somsak")
-    assert not readmit(cfg, svc.ledger, svc.gate, mac, ip)  # an admin shut it out: LINE login again
-
-
-def client_cfg(portal_fixture):
-    client, _ = portal_fixture
-    return client.application.config["SKILLSPOT"]
+    real_clock, sessions.clock = sessions.clock, lambda: time.time() + 8 * 86400  # older than returning_days (7)
+    assert not sessions.readmit(mac, ip)
+    sessions.clock = real_clock
+    sessions.end(mac, "admin_revoke", admin="somsak")
+    assert not sessions.readmit(mac, ip)  # an admin shut it out: LINE login again
 
 
 def test_the_admin_page_has_no_default_password(portal):
     client, _ = portal
-    resp = client.get("/admin", headers=HOST)
+    # From the box itself over HTTPS (the example's empty admin.networks): says how to add an admin.
+    resp = client.get("/admin", headers=HOST, base_url="https://wifi.dsd.go.th:8443",
+                      environ_overrides={"REMOTE_ADDR": "10.99.0.1"})
     assert resp.status_code == 403 and b"hash-password" in resp.data
 
 

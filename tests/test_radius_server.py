@@ -51,11 +51,11 @@ class Running:
         auth, acct = free_udp_ports(2)
         self.cfg = RadiusConfig(**{
             "auth_port": auth, "acct_port": acct, "clients": [{"address": "127.0.0.1", "secret": SECRET}],
-            "block_list": [BLOCKED], "session_timeout_seconds": 7200, "idle_timeout_seconds": 600,
+            "block_list": [BLOCKED], "session_timeout_seconds": 7200,
             "interim_interval_seconds": 120, **overrides})
         self.ledger_path = tmp_path / "ledger.sqlite"
         self.ledger = open_ledger(self.ledger_path, "skr-box")
-        self.server = RadiusServer(self.cfg, self.ledger)
+        self.server = RadiusServer(self.cfg, self.ledger, idle_seconds=600)  # portal.idle_seconds
         self.server.bind()
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_seconds": 0.05}, daemon=True)
         self.thread.start()
@@ -368,5 +368,34 @@ def test_no_message_authenticator_accepted_when_not_required(tmp_path):
         peer = Peer()
         peer.send(build(rp.AccessRequest, mac_request(), ma=False)[1], running.cfg.auth_port)
         assert peer.receive()[0] == rp.AccessAccept
+    finally:
+        running.stop()
+
+
+@needs_radclient
+def test_an_accounting_stop_ends_the_stations_session_once(tmp_path):
+    """hostapd reports the station gone: the session layer shuts the gate and writes one logout
+    row "radius_stop", even when hostapd retransmits the Stop."""
+    from ledger.records import Login, record_login, rows
+    from netcfg.gate import MemoryGate
+    from sessions import SessionManager, SessionPolicy
+
+    running = Running(tmp_path)
+    try:
+        gate = MemoryGate()
+        sessions = SessionManager(running.ledger, gate, SessionPolicy(3600, 3, 7, "2026-11"), tmp_path / "sessions.lock")
+        sessions.admit(Login(method="line", line_user_id="U1", display_name="Somchai", friend=None,
+                             friendship_changed=None, consent_version="2026-11", mac=PHONE, ip="10.99.0.61",
+                             expires_ms=int((time.time() + 3600) * 1000)), 3600)
+        running.server.on_stop = lambda mac, _p: sessions.end(mac, "radius_stop")
+        stop = acct(acc.STATUS_STOP, event_timestamp=1_790_000_200, session_time=200)
+        again = acct(acc.STATUS_STOP, event_timestamp=1_790_000_200, session_time=200, delay=4)
+        done = radclient([radclient_text(stop), radclient_text(again)], running.cfg.acct_port, "acct", tmp=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        deadline = time.monotonic() + 10
+        while gate.authorised(mac=PHONE):
+            assert time.monotonic() < deadline, "the Stop did not end the session"
+            time.sleep(0.05)
+        assert [r["reason"] for r in rows(running.reader(), "logouts")] == ["radius_stop"]
     finally:
         running.stop()
