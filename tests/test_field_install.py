@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from field_harness import REPO, Container, HarnessError, cached_rootfs, extract, wait_for
-from simoffice.office import BOX_LAN_IP, CHANNEL_ID, INET_GW_IP, LINE_IP, PORTAL_HOST, WEB_IP, Office
+from simoffice.office import BOX_LAN_IP, CHANNEL_ID, CHANNEL_SECRET, INET_GW_IP, LINE_IP, PORTAL_HOST, WEB_IP, Office
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -89,9 +89,31 @@ def box_vars(office: Office, wheelhouse: Path, tls: Path) -> dict:
     }
 
 
+def vault_password_file(workdir: Path) -> Path:
+    pw = workdir / "vault-password"
+    pw.write_text(VAULT_PASSWORD + "\n")
+    pw.chmod(0o600)
+    return pw
+
+
 def write_inventory(workdir: Path, office: Office, container: Container, wheelhouse: Path, tls: Path) -> Path:
+    """The example inventory's group_vars with this run's own secrets in an encrypted vault, as a
+    technician keeps them (the example vault holds placeholders the services refuse)."""
+    import secrets
     inv = workdir / "inventory"
-    shutil.copytree(ANSIBLE / "inventory" / "example" / "group_vars", inv / "group_vars")
+    (inv / "group_vars" / "all").mkdir(parents=True)
+    shutil.copy(ANSIBLE / "inventory" / "example" / "group_vars" / "all" / "main.yml", inv / "group_vars" / "all")
+    vault = {"vault_skillspot_box_portal_secret_key": secrets.token_urlsafe(32),
+             "vault_skillspot_box_line_channel_secret": CHANNEL_SECRET,   # what the LINE sandbox expects
+             "vault_skillspot_box_line_messaging_access_token": "sandbox-token",
+             "vault_skillspot_box_radius_secret": secrets.token_urlsafe(18),
+             "vault_skillspot_box_radius_das_secret": secrets.token_urlsafe(18),
+             "vault_skillspot_box_enrolment_code": ""}
+    plain = inv / "group_vars" / "all" / "vault.yml"
+    plain.write_text(yaml.safe_dump(vault))
+    subprocess.run([tool("ansible-vault"), "encrypt", "--vault-password-file", str(vault_password_file(workdir)),
+                    str(plain)], check=True, capture_output=True)
+    assert plain.read_text().startswith("$ANSIBLE_VAULT;")
     host = {"ansible_connection": "community.docker.nsenter", "ansible_nsenter_pid": container.init_pid,
             "ansible_python_interpreter": "/usr/bin/python3", "ansible_become": False, "ansible_user": "root",
             **box_vars(office, wheelhouse, tls)}
@@ -101,9 +123,7 @@ def write_inventory(workdir: Path, office: Office, container: Container, wheelho
 
 def playbook(inventory: Path, workdir: Path, name: str, playbook_file: str = "site.yml") -> tuple[str, dict]:
     """Run a playbook; its output and the PLAY RECAP counts of the box."""
-    pw = workdir / "vault-password"
-    pw.write_text(VAULT_PASSWORD + "\n")
-    pw.chmod(0o600)
+    pw = vault_password_file(workdir)
     env = {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0",
            "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCAL_TEMP": str(workdir / "ansible-tmp"),
            "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
@@ -270,3 +290,14 @@ def test_ansible_lint_production_profile():
                           text=True, cwd=ANSIBLE, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "Profile 'production' was required, and it passed" in proc.stdout + proc.stderr
+
+
+def test_example_vault_opens_with_the_test_password_and_has_every_secret(tmp_path):
+    proc = subprocess.run([tool("ansible-vault"), "view", "--vault-password-file", str(vault_password_file(tmp_path)),
+                           str(ANSIBLE / "inventory" / "example" / "group_vars" / "all" / "vault.yml")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    secrets_ = yaml.safe_load(proc.stdout)
+    wanted = re.findall(r"\{\{ (vault_\w+) \}\}",
+                        (ANSIBLE / "inventory" / "example" / "group_vars" / "all" / "main.yml").read_text())
+    assert wanted and set(wanted) <= set(secrets_)
