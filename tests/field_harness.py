@@ -160,16 +160,21 @@ class Container:
     proc: subprocess.Popen | None = None
     init_pid: int = 0
     binds: list[str] = field(default_factory=list)
+    resolver: str | None = None      # the WAN's DNS server, as the office network's DHCP would give it
 
     def boot(self, timeout: float = 90) -> "Container":
         if shutil.which("systemd-nspawn") is None:
             raise HarnessError("systemd-nspawn is not installed; fix: apt-get install systemd-container")
         (self.rootfs / "etc/hostname").write_text(self.name + "\n")
+        if self.resolver:
+            resolv = self.rootfs / "etc/resolv.conf"
+            resolv.unlink(missing_ok=True)
+            resolv.write_text(f"nameserver {self.resolver}\n")
         argv = ["systemd-nspawn", "-q", "-D", str(self.rootfs), "--register=no", "--keep-unit",
                 "-M", self.name, f"--network-namespace-path=/run/netns/{self.netns}", "-b", "--console=pipe",
                 # A namespace given by path is not "private" to nspawn, so it would drop CAP_NET_ADMIN
                 # and mount /proc/sys/net read-only; the box needs both (nftables, conntrack, sysctl).
-                "--capability=CAP_NET_ADMIN"]
+                "--capability=CAP_NET_ADMIN", "--resolv-conf=off"]
         for b in self.binds:
             argv.append(f"--bind-ro={b}")
         log = open(self.log_path, "ab")

@@ -167,7 +167,7 @@ def field(tmp_path_factory):
         tls.mkdir(parents=True)
         _copy_demo_tls(office, tls)
         container = Container(rootfs=rootfs, name=f"{office.prefix}box", netns=office.box_ns,
-                              log_path=workdir / "nspawn.log")
+                              log_path=workdir / "nspawn.log", resolver=INET_GW_IP)
         try:
             container.boot()
             timings["boot"] = time.monotonic() - t
@@ -269,7 +269,8 @@ def test_phone_gets_a_lease_is_held_logs_in_and_reaches_the_internet(field):
         pytest.skip("login not checked: this build has no `skillspot gate`, and the unprivileged portal "
                     "cannot change nft sets itself (the gate lands with issue 15)")
     result = office.phone("login", PORTAL)
-    assert result["ok"], result
+    assert result["ok"], (result, field["box"].run(["journalctl", "-u", "skillspot-portal", "-u", "skillspot-gate",
+                                                    "-n", "60", "--no-pager", "-o", "cat"], check=False).stdout)
     wait_for("the phone to reach the internet", lambda: office.phone("tcp", WEB_IP, "443")["result"] == "connected", 20)
     page = office.phone("get", "http://example.com/")
     assert page.get("status") == 200 and "Hello from the internet" in page["body"]
@@ -301,3 +302,65 @@ def test_example_vault_opens_with_the_test_password_and_has_every_secret(tmp_pat
     wanted = re.findall(r"\{\{ (vault_\w+) \}\}",
                         (ANSIBLE / "inventory" / "example" / "group_vars" / "all" / "main.yml").read_text())
     assert wanted and set(wanted) <= set(secrets_)
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    """ansible/build-image.yml run on the cached root filesystem: the box image tarball."""
+    workdir = tmp_path_factory.mktemp("image")
+    wheelhouse = workdir / "wheelhouse.tar"
+    build = subprocess.run(["sh", str(ANSIBLE / "build-wheelhouse.sh"), str(wheelhouse)], capture_output=True,
+                           text=True, env={**os.environ, "PYTHON": sys.executable}, timeout=600)
+    assert build.returncode == 0, build.stderr[-3000:]
+    out_tar = workdir / "skillspot-box.tar"
+    extra = {"skillspot_image_base": str(cached_rootfs()), "skillspot_image_dir": str(workdir / "image"),
+             "skillspot_image_output": str(out_tar), "skillspot_box_wheelhouse": str(wheelhouse),
+             "skillspot_box_apt_update_cache": False,
+             "skillspot_box_units_src": str(REPO / "provisioning" / "systemd")}
+    (workdir / "extra.json").write_text(json.dumps(extra))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+           "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}
+    t = time.monotonic()
+    proc = subprocess.run([tool("ansible-playbook"), "-i", "localhost,", "-e", f"@{workdir / 'extra.json'}",
+                           str(ANSIBLE / "build-image.yml")], capture_output=True, text=True, env=env, cwd=ANSIBLE,
+                          timeout=1200)
+    (workdir / "build-image.log").write_text(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    print(f"build-image.yml: {time.monotonic() - t:.0f} s")
+    try:
+        yield out_tar, wheelhouse, workdir
+    finally:
+        from field_harness import _remove_tree
+        _remove_tree(workdir / "image")
+
+
+def test_built_image_boots_and_the_office_play_makes_it_healthy(image):
+    """A box flashed from the image: Skillspot is already installed; the on-site run adds only the
+    office (no pip install) and `skillspot health` passes."""
+    out_tar, wheelhouse, workdir = image
+    with FieldOffice(workdir=workdir / "office") as office:
+        rootfs = extract(out_tar, workdir / "rootfs")
+        tls = rootfs / "usr/local/share/skillspot-test-tls"
+        tls.mkdir(parents=True)
+        _copy_demo_tls(office, tls)
+        assert (rootfs / "opt/skillspot/venv/bin/skillspot").exists()
+        assert (rootfs / "etc/systemd/system/skillspot-gate.service").exists()
+        container = Container(rootfs=rootfs, name=f"{office.prefix}img", netns=office.box_ns,
+                              log_path=workdir / "nspawn.log", resolver=INET_GW_IP)
+        try:
+            container.boot()
+            # Booted as flashed: installed, nothing configured, nothing of ours failed.
+            assert container.run(["/opt/skillspot/venv/bin/skillspot", "--help"]).returncode == 0
+            assert container.failed_units() == []
+            inventory = write_inventory(workdir, office, container, wheelhouse, tls)
+            out, recap = playbook(inventory, workdir, "office-play")
+            assert recap["failed"] == 0
+            assert not re.search(r"^changed: \[box\].*\n?.*Install Skillspot from the wheelhouse", out, re.M)
+            assert "TASK [skillspot_box : Install Skillspot from the wheelhouse (no index, no network)]" in out
+            install = out.split("Install Skillspot from the wheelhouse (no index, no network)]", 1)[1].split("TASK", 1)[0]
+            assert "skipping" in install, install
+            health = container.run(["/opt/skillspot/venv/bin/skillspot", "health"], check=False)
+            assert health.returncode == 0, health.stdout
+        finally:
+            container.stop()
+            shutil.rmtree(workdir / "rootfs", ignore_errors=True)
