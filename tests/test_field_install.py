@@ -268,7 +268,7 @@ def test_phone_gets_a_lease_is_held_logs_in_and_reaches_the_internet(field):
     if not has_gate(field):
         pytest.skip("login not checked: this build has no `skillspot gate`, and the unprivileged portal "
                     "cannot change nft sets itself (the gate lands with issue 15)")
-    result = office.phone("login", PORTAL)
+    result = office.phone("login", PORTAL, timeout=90)
     assert result["ok"], (result, field["box"].run(["journalctl", "-u", "skillspot-portal", "-u", "skillspot-gate",
                                                     "-n", "60", "--no-pager", "-o", "cat"], check=False).stdout)
     wait_for("the phone to reach the internet", lambda: office.phone("tcp", WEB_IP, "443")["result"] == "connected", 20)
