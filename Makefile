@@ -21,7 +21,7 @@ deps:
 $(VENV)/.installed: setup.py
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,central]'
 	touch $@
 
 venv: $(VENV)/.installed

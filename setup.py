@@ -15,6 +15,8 @@ setup(
         "provisioning": ["templates/*"],
         "radius": ["dictionary*"],
         "lineapi": ["templates/*.html"],
+        "syncapi": ["openapi.yaml"],
+        "central": ["migrations/*.sql", "templates/**/*", "static/*", "translations/*/LC_MESSAGES/*"],
     },
     install_requires=[
         "flask>=3.0",
@@ -33,10 +35,15 @@ setup(
         "flask-babel>=4.0",
     ],
     extras_require={
-        "test": ["pytest>=8", "playwright>=1.45",
+        "test": ["pytest>=8", "playwright>=1.45", "openapi-core>=0.19",
                  # the field-install test: the Ansible community package (nsenter, chroot and sysctl
                  # come from its collections) and the linter run with the production profile
                  "ansible>=11", "ansible-lint>=25", "pyyaml>=6"],
+        # The centre (never on a box): embedded ClickHouse, the server client, schema validation.
+        # pyotp: the TOTP second factor of the central admin pages.
+        # segno: the OA's class check-in QR code (pure Python, SVG output, no image library).
+        "central": ["chdb>=3.0", "clickhouse-connect>=0.8", "jsonschema>=4.20", "pyyaml>=6", "pyotp>=2.9",
+                    "segno>=1.6"],
     },
-    entry_points={"console_scripts": ["skillspot=skillspot.cli:main"]},
+    entry_points={"console_scripts": ["skillspot=skillspot.cli:main", "central=central.cli:main"]},
 )

@@ -209,7 +209,15 @@ class LedgerConfig(Section):
 
 
 class CentralConfig(Section):
-    url: Annotated[str, Field(description="the DSD central API base URL (empty: no sync)")] = ""
+    url: Annotated[str, Field(pattern=r"^(https?://\S+)?$", description='the DSD central API base URL, e.g. "https://centre.dsd.go.th" (empty: no sync)')] = ""
+    enrol_code: Annotated[str, Field(description="the one-time enrolment code a central admin made for this box (used once, by `skillspot sync`)")] = ""
+    key_file: Annotated[Path | None, Field(description="the box's Ed25519 sync key (made on first use); default: data_dir/sync_ed25519.pem")] = None
+    ca_file: Annotated[Path | None, Field(description="CA bundle to trust for the centre's HTTPS certificate (default: the system's)")] = None
+    batch_rows: Annotated[int, Field(ge=100, le=500_000, description="largest batch, rows")] = 50_000
+    batch_seconds: Annotated[int, Field(ge=1, le=3600, description="send a smaller batch once its oldest row is this old, seconds")] = 30
+    heartbeat_seconds: Annotated[int, Field(ge=5, le=3600, description="how often the box reports version, health and lag, seconds")] = 60
+    backoff_max_seconds: Annotated[int, Field(ge=5, le=3600, description="longest wait between retries when the centre is unreachable, seconds")] = 300
+    timeout_seconds: Annotated[int, Field(ge=2, le=600, description="HTTP timeout towards the centre, seconds")] = 60
 
 
 class Config(Section):

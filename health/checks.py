@@ -122,7 +122,10 @@ def run_checks(cfg: Config, config_path: str, commands: set[str], system: System
         out.append(Result("gate", None, "this build has no `skillspot gate` (the portal sets nft itself)"))
     out.append(_unit(s, "portal", "skillspot-portal.service"))
     if cfg.portal.tls_cert is not None:
-        out.append(_unit(s, "portal (HTTPS)", "skillspot-portal-tls.service"))
+        # One portal process serves HTTP and HTTPS: the HTTPS port must answer.
+        ip, port = str(cfg.network.lan_address.ip), cfg.portal.https_port
+        why = s.tcp_connect(ip, port, timeout=3)
+        out.append(Result("portal (HTTPS)", why is None, f"{ip}:{port} " + ("answers" if why is None else why)))
     out.append(_unit(s, "RADIUS", "skillspot-radius.service"))
     out.append(_unit(s, "flow logger", "skillspot-flowlog.service"))
     clock = s.chrony()

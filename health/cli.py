@@ -13,8 +13,8 @@ def health_command(ctx: click.Context) -> None:
     clock, centre, disk and ledger. Prints a checklist; exits 1 if any check fails."""
     from health.checks import checklist, run_checks
     app = ctx.obj
-    root = ctx.find_root().command
-    commands = set(getattr(root, "commands", {}))
+    root = ctx.find_root()
+    commands = set(root.command.list_commands(root))  # without importing them
     text, ok = checklist(run_checks(app.config, app.config_path, commands))
     click.echo(text)
     sys.exit(0 if ok else 1)

@@ -90,6 +90,11 @@ def prune(ledger: Ledger, retention_days: int) -> PruneReport:
         first_young = conn.execute(
             f'SELECT MIN(id) FROM "{table}" WHERE id > ? AND NOT ({expr} < ?)', [floor, rep.cutoff_ms]).fetchone()[0]
         through = limit if first_young is None else min(limit, first_young - 1)
+        # Never delete a table's newest row: these are rowid tables without AUTOINCREMENT, so an
+        # emptied table would hand out id 1 again, and ids below the seal and sync high-water
+        # marks would be taken for already sealed and already sent (found by the sync tests).
+        newest = conn.execute(f'SELECT MAX(id) FROM "{table}"').fetchone()[0] or 0
+        through = min(through, newest - 1)
         old_unacked = conn.execute(
             f'SELECT COUNT(*) FROM "{table}" WHERE id > ? AND {expr} < ?', [max(limit, floor), rep.cutoff_ms]).fetchone()[0]
         if old_unacked:

@@ -23,3 +23,22 @@ SANDBOX_USERS = "/sandbox/users"
 def join(base_url: str, path: str) -> str:
     """`base_url` (with or without a trailing slash) followed by `path`."""
     return base_url.rstrip("/") + path
+
+# Messaging API beyond push (Messaging API reference).
+REPLY = "/v2/bot/message/reply"
+MULTICAST = "/v2/bot/message/multicast"
+NARROWCAST = "/v2/bot/message/narrowcast"
+NARROWCAST_PROGRESS = "/v2/bot/message/progress/narrowcast"
+BROADCAST = "/v2/bot/message/broadcast"
+QUOTA = "/v2/bot/message/quota"
+QUOTA_CONSUMPTION = "/v2/bot/message/quota/consumption"
+RICHMENU = "/v2/bot/richmenu"
+RICHMENU_CONTENT = "/v2/bot/richmenu/<rich_menu_id>/content"  # on api-data.line.me
+USER_RICHMENU = "/v2/bot/user/<user_id>/richmenu"
+USER_RICHMENU_LINK = "/v2/bot/user/<user_id>/richmenu/<rich_menu_id>"
+DEFAULT_RICHMENU = "/v2/bot/user/all/richmenu/<rich_menu_id>"
+AUDIENCE_UPLOAD = "/v2/bot/audienceGroup/upload"
+SANDBOX_WEBHOOK = "/sandbox/webhook"
+SANDBOX_EVENTS = "/sandbox/events"
+SANDBOX_SENT = "/sandbox/sent"
+BOT_PROFILE = "/v2/bot/profile/<user_id>"

@@ -1,4 +1,7 @@
-"""A local stand-in for LINE (LINE Login v2.1 + the Messaging API push), for tests and the demo.
+"""A local stand-in for LINE (LINE Login v2.1 + the Messaging API), for tests and the demo.
+
+The Official Account side beyond push (signed webhooks, reply, multicast, narrowcast,
+broadcast, rich menus, quota) is in `lineapi.sandbox_oa`, registered on the same app.
 
 It follows LINE's documentation: the same paths (`lineapi.endpoints`), parameters, status codes
 and, where LINE documents an error body, that body. Everything lives in memory inside the Flask
@@ -73,7 +76,8 @@ RETRY_KEY_TTL = 86400
 KNOWN_SCOPES = {"openid", "profile", "email"}
 MESSAGE_TYPES = {"text", "sticker", "image", "video", "audio", "location", "imagemap", "template", "flex",
                  "textV2"}
-FAULT_ENDPOINTS = {"push", "token", "verify", "profile", "friendship", "revoke"}
+FAULT_ENDPOINTS = {"push", "token", "verify", "profile", "friendship", "revoke", "reply", "multicast", "narrowcast",
+                   "broadcast"}
 FAULT_MODES = {"500", "429", "hang", "500-accepted", "hang-accepted"}
 AUTH_FAILED = "Authentication failed. Confirm that the access token in the authorization header is valid."
 
@@ -161,6 +165,10 @@ class SandboxState:
         self.push_attempts: list[dict] = []  # every push request: retry key and the status answered
         self.faults: dict[str, deque[_Fault]] = {}
         self._release = threading.Event()
+        # Messaging API beyond push (see lineapi/sandbox_oa.py): webhooks, replies, bulk sends,
+        # rich menus, the monthly quota.
+        from lineapi.sandbox_oa import OaState
+        self.oa = OaState()
 
     # -- users ---------------------------------------------------------------------------------
     def user(self, user_id: str) -> SandboxUser | None:
@@ -237,8 +245,13 @@ class SandboxState:
 
 def create_sandbox_app(*, channel_id: str, channel_secret: str, issuer: str = "https://access.line.me",
                        messaging_access_token: str = "sandbox-token", users: list[SandboxUser] | None = None,
-                       clock: Callable[[], float] = time.time) -> Flask:
+                       clock: Callable[[], float] = time.time, messaging_channel_secret: str = "",
+                       message_quota: int = 300) -> Flask:
     """A Flask app that answers like LINE for one Login channel and one Official Account.
+
+    `messaging_channel_secret` signs webhooks (the Messaging API channel's own secret; default a
+    random one, read it from `state.oa.channel_secret`); `message_quota` is the OA plan's free
+    messages a month (push, multicast, narrowcast, broadcast count once per recipient).
 
     `clock` (Unix seconds) drives every expiry: codes, tokens, ID-token iat/exp, retry keys.
     `users` defaults to `default_users()`. The state is `app.extensions["line_sandbox"]`.
@@ -250,6 +263,8 @@ def create_sandbox_app(*, channel_id: str, channel_secret: str, issuer: str = "h
                          # copies: logging in can change is_friend, never the caller's objects
                          users=[replace(u) for u in users] if users is not None else default_users(),
                          clock=clock)
+    state.oa.channel_secret = messaging_channel_secret or secrets.token_hex(16)
+    state.oa.quota_limit = message_quota
     app = Flask(__name__)
     app.extensions["line_sandbox"] = state
 
@@ -476,6 +491,8 @@ def create_sandbox_app(*, channel_id: str, channel_secret: str, issuer: str = "h
                     return resp
             sent = [{"id": str(secrets.randbelow(10**18)), "quoteToken": secrets.token_urlsafe(16)}
                     for _ in body["messages"]]
+            if not state.oa.charge(1):
+                return jsonify({"message": "You have reached your monthly limit."}), 429
             if key is not None:
                 state.retry_keys[key.lower()] = (now, request_id, sent)
             user = state.users.get(body["to"])
@@ -483,6 +500,9 @@ def create_sandbox_app(*, channel_id: str, channel_secret: str, issuer: str = "h
                                  "retry_key": key, "received_at": now,
                                  # LINE accepts pushes to non-friends but nobody sees them
                                  "delivered": bool(user and user.is_friend)})
+            state.oa.sent.append({"kind": "push", "request_id": request_id, "to": [body["to"]], "retry_key": key,
+                                  "messages": body["messages"], "at": now,
+                                  "delivered": [body["to"]] if user and user.is_friend else []})
         if fault is not None:
             if fault.mode == "hang-accepted":
                 state.hang(fault.seconds)
@@ -545,6 +565,8 @@ def create_sandbox_app(*, channel_id: str, channel_secret: str, issuer: str = "h
         state.put_user(user)
         return jsonify(asdict(user))
 
+    from lineapi.sandbox_oa import add_messaging_routes
+    add_messaging_routes(app, state)
     return app
 
 

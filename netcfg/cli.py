@@ -110,6 +110,12 @@ def gate_command(ctx, verbose: bool) -> None:
     import sys
     import threading
 
+    # Installed with the `central` extra on a development machine, never on a box: sqlite-utils
+    # imports them when it finds them (about 60 MB in this long-running process), and the gate
+    # never uses them. As on a box, `import pandas` fails here and sqlite-utils does without.
+    for name in ("pandas", "numpy", "pyarrow"):
+        sys.modules.setdefault(name, None)
+
     from ledger.db import LedgerError, open_ledger
     from netcfg.gate import GateError
     from netcfg.gated import GateServer, GateService
@@ -136,7 +142,13 @@ def gate_command(ctx, verbose: bool) -> None:
         sweeper = Sweeper(build_sessions(cfg, ledger, gate=service), service, reader.active_keys,
                           idle_every=cfg.gate.sweep_seconds)
         report = sweeper.sweep(active=state.active)
-        server = GateServer(cfg.gate.socket, service, mode=int(cfg.gate.socket_mode, 8), group=cfg.gate.socket_group)
+        # The dnsmasq lease hook is a small client of the gate (provisioning/leasehook.py): the
+        # lease is recorded here, where the ledger and the session layer are already loaded.
+        from functools import partial
+
+        from provisioning.leasehook import serve_lease
+        server = GateServer(cfg.gate.socket, service, mode=int(cfg.gate.socket_mode, 8), group=cfg.gate.socket_group,
+                            handlers={"lease": partial(serve_lease, cfg, service)})
     except (NftError, LedgerError, GateError, OSError) as exc:
         raise click.ClickException(f"the gate cannot start: {exc}") from None
     stop = threading.Event()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import nftables
 
+from netcfg.fastpath import recent_removals
 from netcfg.ruleset import ACTIVE_SET, AUTHORISED_MAC6_SET, AUTHORISED_SET, DOWN_METER, FAMILY, TABLE, UP_METER
 
 
@@ -168,6 +169,8 @@ class NftSets:
             for set_name in (AUTHORISED_SET, ACTIVE_SET):
                 commands += self._absent(set_name, {"concat": [mac, ip]})
         commands += self._absent(AUTHORISED_MAC6_SET, mac)
+        # The forwarding fast path forgets the old address in the same transaction.
+        commands += recent_removals(mac, remove_ips)
         if add is not None:
             ip, seconds = add
             if seconds <= 0:

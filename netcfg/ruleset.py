@@ -14,6 +14,7 @@ FAMILY = "inet"
 AUTHORISED_SET = "authorised"          # ether_addr . ipv4_addr, one element per device and address
 AUTHORISED_MAC6_SET = "authorised_mac6"  # ether_addr: lets an authorised device's IPv6 through
 ACTIVE_SET = "active"                  # ether_addr . ipv4_addr, refreshed by traffic: the idle limit
+RECENT_SET = "recent"                  # ether_addr . ipv4_addr, checked moments ago: the forwarding fast path
 UP_METER = "up_meter"                  # per-device rate state (bandwidth cap), kept by the kernel
 DOWN_METER = "down_meter"
 WALLED_GARDEN4_SET = "walled_garden4"  # filled by dnsmasq (nftset=) from DNS answers
@@ -29,6 +30,17 @@ DNS_MAX_ANSWER_BYTES = 512             # classic DNS over UDP; what a portal vis
 # ("Too many open files in system"). Elements are allocated as they are added, so a large cap
 # costs nothing until it is used.
 SET_SIZE = 1_048_576
+WALLED_GARDEN_SET_SIZE = 65_536  # addresses of the LINE login hosts, not devices
+# Longest a forwarded packet may ride on an earlier check (see the `recent` set); it is also the
+# longest a device's `active` element goes without a refresh while the device is sending.
+RECENT_MAX_MS = 10_000
+
+
+def recent_window_ms(idle_seconds: int) -> int:
+    """How long one full check of a device lets its next packets through on a single lookup:
+    a tenth of the idle limit, at most RECENT_MAX_MS, so the idle element is refreshed many
+    times before it could run out while the device is sending."""
+    return max(100, min(RECENT_MAX_MS, idle_seconds * 100))
 
 
 @dataclass(frozen=True)
@@ -69,7 +81,8 @@ def render_ruleset(p: RulesetParams) -> str:
     except the authorised sets, whose elements (live sessions) are re-added by the caller."""
     garden_ports = _ports(p.walled_garden_ports)
     box_ports = _ports([53, p.http_port, p.https_port])
-    meters = up_cap = down_cap = ""
+    meters = up_cap = down_cap = metered = ""
+    fast_verdict = "accept"
     if p.bandwidth_kbit:
         rate = p.bandwidth_kbit * 1000 // 8  # bytes/s; a one-second burst lets TCP ramp up without stalls
         meters = "".join(f"""
@@ -80,6 +93,13 @@ def render_ruleset(p: RulesetParams) -> str:
         timeout 1m
     }}""" for name in (UP_METER, DOWN_METER))
         up_cap = f"\n        update @{UP_METER} {{ ip saddr limit rate over {rate} bytes/second burst {rate} bytes }} drop"
+        # A device on the fast path is metered too: its packets go through the same cap.
+        fast_verdict = "goto metered"
+        metered = f"""
+
+    chain metered {{{up_cap}
+        accept
+    }}"""
         down_cap = (f'\n        iifname "{p.wan}" oifname "{p.lan}" update @{DOWN_METER} '
                     f"{{ ip daddr limit rate over {rate} bytes/second burst {rate} bytes }} drop")
     return f"""\
@@ -102,6 +122,17 @@ table {FAMILY} {TABLE} {{
         flags dynamic,timeout
         timeout {p.idle_seconds}s
     }}
+    # A device fully checked (authorised and not idle) moments ago: its next packets pass on
+    # this one lookup, and only the first packet after the window pays for the full check and
+    # the refresh of `active`. The gate deletes a revoked device's element with the others
+    # (netcfg.fastpath), so a revocation still cuts at once; a session the kernel ends by
+    # timeout gets at most this window more.
+    set {RECENT_SET} {{
+        type ether_addr . ipv4_addr
+        size {SET_SIZE}
+        flags dynamic,timeout
+        timeout {recent_window_ms(p.idle_seconds)}ms
+    }}
     set {AUTHORISED_MAC6_SET} {{
         type ether_addr
         size {SET_SIZE}
@@ -110,11 +141,13 @@ table {FAMILY} {TABLE} {{
     # The LINE login hosts, filled by dnsmasq as it resolves them: no IP list kept by hand.
     set {WALLED_GARDEN4_SET} {{
         type ipv4_addr
+        size {WALLED_GARDEN_SET_SIZE}
         flags timeout
         timeout {WALLED_GARDEN_TTL}
     }}
     set {WALLED_GARDEN6_SET} {{
         type ipv6_addr
+        size {WALLED_GARDEN_SET_SIZE}
         flags timeout
         timeout {WALLED_GARDEN_TTL}
     }}
@@ -162,9 +195,14 @@ table {FAMILY} {TABLE} {{
     }}
 
     # Every packet a visitor sends outwards is checked (no established shortcut in this
-    # direction), so a revoked or expired device loses its open connections too.
+    # direction), so a revoked or expired device loses its open connections too. Ordered so the
+    # common packet does the least work: a visitor's packet passes on the first rule, one lookup
+    # in `recent` (no write), and only the first packet of each window does the two lookups and
+    # refreshes `active` (a write on every packet cost a quarter of the small-packet rate); a
+    # reply is accepted on the second rule.
     chain clients {{
         type filter hook forward priority filter; policy accept;{down_cap}
+        iifname "{p.lan}" ether saddr . ip saddr @{RECENT_SET} {fast_verdict}
         meta nfproto ipv6 jump ipv6_clients
         iifname "{p.wan}" oifname "{p.lan}" ct state established,related accept
         iifname "{p.wan}" oifname "{p.lan}" drop
@@ -201,9 +239,10 @@ table {FAMILY} {TABLE} {{
 {_ipv6_chain(p, garden_ports)}
 
     chain let_through {{
-        update @{ACTIVE_SET} {{ ether saddr . ip saddr }}{up_cap}
+        update @{ACTIVE_SET} {{ ether saddr . ip saddr }}
+        update @{RECENT_SET} {{ ether saddr . ip saddr }}{up_cap}
         accept
-    }}
+    }}{metered}
 }}
 """
 

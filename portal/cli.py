@@ -1,48 +1,155 @@
-"""`skillspot portal`: the portal under gunicorn."""
+"""`skillspot portal`: the portal under gunicorn, HTTP and HTTPS from one set of processes.
+
+One gunicorn master and `portal.workers` threaded workers listen on both the HTTP port and,
+when a certificate is configured, the HTTPS port: a connection accepted on the HTTPS port is
+wrapped in TLS (one SSL context per worker, loaded once), every other one is plain HTTP.
+Before this, two gunicorn instances (one per port) of sync workers took three quarters of the
+box's memory, and sync workers closed every connection, so each HTTPS request paid a handshake.
+"""
 from __future__ import annotations
 
+import sys
+
 import click
-from gunicorn.app.base import BaseApplication
 
-from base.config import Config, ConfigError, refuse_placeholder_secrets
+# Threaded workers keep a visitor's connection open between requests (HTTP keep-alive), so an
+# HTTPS client pays one TLS handshake per connection instead of one per request. A few threads
+# cover the network waits (handshakes, slow phones); the GIL runs one request per worker at a time.
+THREADS = 4
+KEEPALIVE_SECONDS = 5  # phones reopen the portal in bursts; idle connections go after this
+# Installed with the `central` extra on a development machine, never on a box; sqlite-utils
+# imports them if it finds them (40 MB a process) and the portal never uses them.
+NOT_ON_A_BOX = ("pandas", "numpy", "pyarrow")
 
 
-class PortalServer(BaseApplication):
-    """gunicorn with our app factory; each worker builds its own app (own SQLite handles)."""
+def warm_imports() -> None:
+    """Import what every worker needs before gunicorn forks, then freeze those objects out of
+    the garbage collector's reach: the workers share these pages with the master (copy on
+    write) instead of each importing its own copy. The app itself is built in each worker,
+    after the fork, so no SQLite or netlink handle is ever shared between processes."""
+    import gc
 
-    def __init__(self, config: Config, bind: list[str], workers: int, tls: bool = False) -> None:
-        self._config = config
-        self._options = {"bind": bind, "workers": workers, "worker_class": "sync",
-                         "timeout": 30, "graceful_timeout": 5, "accesslog": "-",
-                         # Two instances run (HTTP and HTTPS); neither needs a runtime control socket.
-                         "control_socket_disable": True}
-        if tls:
-            self._options.update(certfile=str(config.portal.tls_cert), keyfile=str(config.portal.tls_key))
-        super().__init__()
+    for name in NOT_ON_A_BOX:
+        sys.modules.setdefault(name, None)  # `import pandas` raises ImportError: as on a box
+    import portal  # noqa: F401  Flask, Jinja, Babel
+    from portal import admin, api, captive, login  # noqa: F401
+    import portal.i18n  # noqa: F401
+    gc.collect()
+    gc.freeze()
 
-    def load_config(self) -> None:
-        for key, value in self._options.items():
-            self.cfg.set(key, value)
 
-    def load(self):
-        from portal import build_services, create_app
-        return create_app(self._config, build_services(self._config))
+class _TLSSettings:
+    """gunicorn's settings as a connection on the HTTPS port sees them: TLS on, with the
+    box's certificate and one SSL context for the worker's life. Everything else is shared."""
+
+    def __init__(self, cfg, certfile: str, keyfile: str) -> None:
+        self._cfg = cfg
+        self.certfile, self.keyfile = certfile, keyfile
+        self._context = None
+
+    is_ssl = True
+
+    def ssl_context(self, conf, default_factory):
+        if self._context is None:
+            self._context = default_factory()
+        return self._context
+
+    def __getattr__(self, name: str):
+        return getattr(self._cfg, name)
+
+
+def _dual_port_worker_class():
+    """The gthread worker, with connections on the HTTPS port wrapped in TLS. Built on first
+    use so that importing this module (for the CLI) does not import gunicorn."""
+    from gunicorn.workers import gthread
+
+    class Conn(gthread.TConn):
+        def __init__(self, cfg, sock, client, server) -> None:
+            tls = getattr(cfg, "portal_tls", None)
+            if tls is not None and server[1] == tls[0]:
+                cfg = tls[1]
+            super().__init__(cfg, sock, client, server)
+
+    class Worker(gthread.ThreadWorker):
+        def init_process(self) -> None:
+            port, cert, key = _TLS_LISTENER or (None, None, None)
+            if port is not None:
+                self.cfg.portal_tls = (port, _TLSSettings(self.cfg, cert, key))
+            # gthread makes its connections through the module's TConn: ours decides per port.
+            gthread.TConn = Conn
+            super().init_process()
+
+    return Worker
+
+
+_TLS_LISTENER: tuple[int, str, str] | None = None  # (port, certfile, keyfile), set before the fork
+
+
+def server_options(bind: list[str], workers: int) -> dict:
+    """The gunicorn settings of the portal."""
+    return {"bind": bind, "workers": workers, "worker_class": _dual_port_worker_class(), "threads": THREADS,
+            "keepalive": KEEPALIVE_SECONDS, "timeout": 30, "graceful_timeout": 5, "accesslog": "-",
+            # Never sendfile(2): on a TLS connection it would bypass the encryption. The portal's
+            # pages are generated, not files, so nothing is lost.
+            "sendfile": False,
+            "control_socket_disable": True}
+
+
+def portal_server(config, bind: list[str], workers: int, tls_port: int | None = None, tls_only: bool = False):
+    """A gunicorn application running the portal app factory; `.run()` serves until stopped.
+
+    `tls_port`: connections accepted on this port are HTTPS (it must be one of `bind`'s ports).
+    `tls_only`: every listener is HTTPS (the old `--tls` instance)."""
+    global _TLS_LISTENER
+    from gunicorn.app.base import BaseApplication
+
+    cert, key = str(config.portal.tls_cert), str(config.portal.tls_key)
+    _TLS_LISTENER = (tls_port, cert, key) if tls_port and not tls_only else None
+
+    class PortalServer(BaseApplication):
+        """gunicorn with our app factory; each worker builds its own app (own SQLite handles)."""
+
+        def __init__(self) -> None:
+            self._options = server_options(bind, workers)
+            if tls_only:
+                self._options.update(certfile=cert, keyfile=key, worker_class="gthread")
+            super().__init__()
+
+        def load_config(self) -> None:
+            for key_, value in self._options.items():
+                self.cfg.set(key_, value)
+            warm_imports()
+
+        def load(self):
+            from portal import build_services, create_app
+            return create_app(config, build_services(config))
+
+    return PortalServer()
 
 
 @click.command("portal")
-@click.option("--bind", multiple=True, help="address:port to listen on (default: LAN address and the port)")
-@click.option("--tls", is_flag=True, help="serve HTTPS on https_port with portal.tls_cert/tls_key "
-              "(the RFC 8908 API must be HTTPS); run one instance with and one without")
+@click.option("--bind", multiple=True, help="address:port to listen on, plain HTTP (default: LAN address "
+              "and http_port, plus https_port as HTTPS when portal.tls_cert is set)")
+@click.option("--tls", is_flag=True, help="serve only HTTPS, on https_port (default: one server for both)")
 @click.pass_obj
 def portal_command(ctx, bind: tuple[str, ...], tls: bool) -> None:
     """Run the captive portal under gunicorn."""
     cfg = ctx.config
+    from base.config import ConfigError, refuse_placeholder_secrets
     try:
         refuse_placeholder_secrets(cfg, "portal")
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    if tls and cfg.portal.tls_cert is None:
-        raise click.ClickException("--tls needs portal.tls_cert and portal.tls_key in the configuration")
-    port = cfg.portal.https_port if tls else cfg.portal.http_port
-    binds = list(bind) or [f"{cfg.network.lan_address.ip}:{port}"]
-    PortalServer(cfg, binds, cfg.portal.workers, tls=tls).run()
+    ip = cfg.network.lan_address.ip
+    if tls:
+        if cfg.portal.tls_cert is None:
+            raise click.ClickException("--tls needs portal.tls_cert and portal.tls_key in the configuration")
+        portal_server(cfg, list(bind) or [f"{ip}:{cfg.portal.https_port}"], cfg.portal.workers,
+                      tls_only=True).run()
+        return
+    binds = list(bind) or [f"{ip}:{cfg.portal.http_port}"]
+    tls_port = None
+    if cfg.portal.tls_cert is not None and not bind:
+        binds.append(f"{ip}:{cfg.portal.https_port}")
+        tls_port = cfg.portal.https_port
+    portal_server(cfg, binds, cfg.portal.workers, tls_port=tls_port).run()

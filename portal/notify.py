@@ -11,7 +11,6 @@ import threading
 from ledger.db import Ledger
 from ledger.records import log_event
 from lineapi.client import LineError
-from lineapi.messaging import push_text
 from base.config import LineConfig
 
 log = logging.getLogger(__name__)
@@ -19,6 +18,9 @@ log = logging.getLogger(__name__)
 
 def _push(cfg: LineConfig, ledger: Ledger, user_id: str, text: str) -> None:
     try:
+        # line-bot-sdk (about 60 MB of modules) is loaded by the first push, in the background
+        # thread, not by every portal process at start.
+        from lineapi.messaging import push_text
         push_text(cfg, user_id, text)
     except LineError as exc:
         log.warning("welcome push failed: %s", exc)

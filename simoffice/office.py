@@ -308,11 +308,10 @@ class Office:
             f"--conf-file={self.workdir / 'etc' / 'dnsmasq.conf'}"])
         # The office's secrets are published in this file: only the demo override lets them start.
         demo = {ALLOW_EXAMPLE_SECRETS_ENV: "1"}
-        self.spawn("portal", self.box_ns, self.skillspot("portal"), env=demo)
-        self.spawn("portal-tls", self.box_ns, self.skillspot("portal", "--tls"), env=demo)
+        self.spawn("portal", self.box_ns, self.skillspot("portal"), env=demo)  # HTTP and HTTPS, one server
         self.wait_tcp(self.box_ns, BOX_LAN_IP, 53, "box-dnsmasq")
         self.wait_tcp(self.box_ns, BOX_LAN_IP, 8080, "portal")
-        self.wait_tcp(self.box_ns, BOX_LAN_IP, 8443, "portal-tls")
+        self.wait_tcp(self.box_ns, BOX_LAN_IP, 8443, "portal")
 
     # -- the phone --------------------------------------------------------------------
 

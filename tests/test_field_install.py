@@ -213,7 +213,7 @@ def test_every_unit_is_active(field):
     box = field["box"]
     enabled = units_of(field)
     for unit in ("skillspot-nft.service", "skillspot-flowlog.service", "skillspot-radius.service",
-                 "skillspot-portal.service", "skillspot-portal-tls.service", "skillspot-dnsmasq.service",
+                 "skillspot-portal.service", "skillspot-dnsmasq.service",
                  "skillspot-hostapd.service"):
         assert unit in enabled
     if not has_gate(field):

@@ -1,0 +1,118 @@
+"""One gunicorn serves the portal on HTTP and HTTPS: TLS on the HTTPS port only, with the box's
+certificate, and connections kept alive so a phone pays one handshake for many requests.
+Real gunicorn, real TLS, in a scratch namespace of this run (loopback only)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from base.config import ALLOW_EXAMPLE_SECRETS_ENV
+from netns_util import in_ns, scratch_namespace
+from portal.cli import server_options
+from simoffice.democerts import make_demo_certs
+from simoffice.office import PORTAL_HOST, office_config
+
+HTTP_PORT, HTTPS_PORT = 18080, 18443
+
+SERVER = textwrap.dedent(f"""
+    import sys
+    from base.config import load_config
+    from portal.cli import portal_server
+    cfg = load_config(sys.argv[1])
+    portal_server(cfg, ["127.0.0.1:{HTTP_PORT}", "127.0.0.1:{HTTPS_PORT}"], 1, tls_port={HTTPS_PORT}).run()
+""")
+
+CLIENT = textwrap.dedent(f"""
+    import http.client, json, socket, ssl, sys, time
+    ca = sys.argv[1]
+    deadline = time.monotonic() + 60
+    while True:  # the server is up when both ports answer
+        try:
+            socket.create_connection(("127.0.0.1", {HTTP_PORT}), 1).close()
+            socket.create_connection(("127.0.0.1", {HTTPS_PORT}), 1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    out = {{}}
+    h = http.client.HTTPConnection("127.0.0.1", {HTTP_PORT}, timeout=30)
+    h.request("GET", "/api/captive", headers={{"Host": "{PORTAL_HOST}"}}); r = h.getresponse()
+    out["http"] = [r.status, json.loads(r.read())["captive"]]
+    ctx = ssl.create_default_context(cafile=ca)
+    s = http.client.HTTPSConnection("127.0.0.1", {HTTPS_PORT}, context=ctx, timeout=30)
+    # The certificate names the portal, not 127.0.0.1: open the TLS connection by that name.
+    s.sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", {HTTPS_PORT}), 30),
+                             server_hostname="{PORTAL_HOST}")
+    first = s.sock
+    statuses = []
+    for _ in range(3):  # one connection, three requests: kept alive, one handshake
+        s.request("GET", "/api/captive", headers={{"Host": "{PORTAL_HOST}"}}); r = s.getresponse()
+        body = json.loads(r.read())
+        statuses.append(r.status)
+    out["https"] = statuses
+    out["kept_alive"] = s.sock is first
+    out["cert_cn"] = dict(x[0] for x in first.getpeercert()["subject"]).get("commonName")
+    out["portal_url"] = body["user-portal-url"]
+    try:  # plain HTTP on the HTTPS port gets no HTTP answer
+        p = http.client.HTTPConnection("127.0.0.1", {HTTPS_PORT}, timeout=10)
+        p.request("GET", "/api/captive"); p.getresponse().status
+        out["plain_on_tls"] = "answered"
+    except Exception as exc:
+        out["plain_on_tls"] = type(exc).__name__
+    try:  # and TLS on the HTTP port fails
+        t = http.client.HTTPSConnection("127.0.0.1", {HTTP_PORT}, context=ctx, timeout=10)
+        t.request("GET", "/api/captive"); t.getresponse().status
+        out["tls_on_plain"] = "answered"
+    except ssl.SSLError as exc:
+        out["tls_on_plain"] = "SSLError"
+    print(json.dumps(out))
+""")
+
+
+def test_options_keep_connections_alive_and_never_sendfile():
+    opts = server_options(["127.0.0.1:1"], 2)
+    assert opts["threads"] > 1 and opts["keepalive"] >= 2 and opts["sendfile"] is False
+    assert opts["worker_class"].__mro__[1].__name__ == "ThreadWorker"
+
+
+@pytest.mark.netns
+def test_one_server_answers_http_and_https_with_keep_alive(tmp_path):
+    certs = make_demo_certs(tmp_path / "tls", PORTAL_HOST, "10.99.0.1")
+    (tmp_path / "data").mkdir()
+    config = tmp_path / "skillspot.toml"
+    sock = tmp_path / "gate.sock"
+    config.write_text(office_config(tmp_path / "data", 3600, certs.cert, certs.key, sock)
+                      .replace('socket_group = "skillspot-gate"', 'socket_group = ""'))
+    with scratch_namespace() as ns:
+        assert in_ns(ns, ["ip", "link", "set", "lo", "up"]).returncode == 0
+        log = open(tmp_path / "portal.log", "wb")
+        # The portal asks the gate who is let in: run the real one beside it.
+        env = {**os.environ, ALLOW_EXAMPLE_SECRETS_ENV: "1"}  # the office's made-up secrets
+        gate = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "skillspot.cli", "--config",
+                                 str(config), "gate"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=env)
+        server = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", SERVER, str(config)],
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        try:
+            got = in_ns(ns, [sys.executable, "-c", CLIENT, str(certs.ca_cert)], timeout=120)
+            assert got.returncode == 0, got.stderr[-2000:] + (tmp_path / "portal.log").read_text()[-2000:]
+            out = json.loads(got.stdout)
+        finally:
+            for proc in (server, gate):
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            log.close()
+    assert out["http"] == [200, True]
+    assert out["https"] == [200, 200, 200] and out["kept_alive"] is True
+    assert out["cert_cn"] == PORTAL_HOST and out["portal_url"] == f"https://{PORTAL_HOST}:8443/"
+    assert out["plain_on_tls"] != "answered" and out["tls_on_plain"] == "SSLError"
