@@ -4,7 +4,8 @@
 # Both are idempotent: a second run installs nothing.
 
 DEB_PACKAGES := python3-venv iproute2 nftables dnsmasq-base hostapd wpasupplicant \
-                freeradius-utils conntrack chromium fonts-thai-tlwg
+                freeradius-utils conntrack chromium fonts-thai-tlwg \
+                debootstrap systemd-container
 VENV := .venv
 PY := $(VENV)/bin/python
 

@@ -35,7 +35,10 @@ setup(
         "flask-babel>=4.0",
     ],
     extras_require={
-        "test": ["pytest>=8", "playwright>=1.45", "openapi-core>=0.19"],
+        "test": ["pytest>=8", "playwright>=1.45", "openapi-core>=0.19",
+                 # the field-install test: the Ansible community package (nsenter, chroot and sysctl
+                 # come from its collections) and the linter run with the production profile
+                 "ansible>=11", "ansible-lint>=25", "pyyaml>=6"],
         # The centre (never on a box): embedded ClickHouse, the server client, schema validation.
         # pyotp: the TOTP second factor of the central admin pages.
         # segno: the OA's class check-in QR code (pure Python, SVG output, no image library).

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+import sys
 import re
 
 import jinja2
@@ -54,3 +55,97 @@ def render_hostapd_conf(hostapd: HostapdConfig, radius: RadiusConfig, *, extra: 
     return _env.get_template("hostapd.conf.j2").render(
         h=hostapd, r=radius, ssid_hex=ssid.hex(), server=server, secret=client.secret,
         das_client=server, extra=items)
+
+
+class HostapdCheckError(Exception):
+    """hostapd refused a rendered file; the message carries hostapd's own words."""
+
+
+# hostapd prints one of these once the whole file is parsed and it starts on the interface
+# (with country_code set it first waits up to 5 s for a regulatory update: no need to wait).
+_STARTED = ("AP-ENABLED", "state UNINITIALIZED->ENABLED", "state UNINITIALIZED->COUNTRY_UPDATE")
+
+
+def check_hostapd_conf(path: str, timeout: float = 15.0) -> str:
+    """Start the installed hostapd on a copy of `path` inside a scratch network namespace and
+    return its version line; HostapdCheckError with hostapd's message if it refuses the file.
+
+    hostapd has no check mode and refuses a whole file with a key it does not know, so the only
+    honest check is a start. The copy runs on a fresh veth pair with driver=wired (no radio is
+    needed: every key is still parsed by this hostapd version) and no control socket, in its own
+    namespace, so it touches neither the real LAN nor ports the real services use; the namespace
+    goes away with the process."""
+    import os
+    import select
+    import shutil
+    import subprocess
+    import tempfile
+    import time
+
+    if shutil.which("hostapd") is None or shutil.which("unshare") is None:
+        raise HostapdCheckError("hostapd or unshare is not installed; fix: apt-get install hostapd util-linux")
+    with open(path, encoding="utf-8") as fh:
+        lines = fh.read().splitlines()
+    # Only the three keys that tie the file to this machine are replaced; everything else,
+    # including any key this hostapd might not know, is kept for hostapd to judge.
+    replaced = {"interface": "hck0", "driver": "wired", "ctrl_interface": None}
+    body = [ln for ln in lines if ln.split("=", 1)[0].strip() not in replaced]
+    body += [f"{k}={v}" for k, v in replaced.items() if v]
+    with tempfile.TemporaryDirectory(prefix="hostapd-check-") as tmp:
+        conf = os.path.join(tmp, "hostapd.conf")
+        with open(conf, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(body) + "\n")
+        script = ("ip link add hck0 type veth peer name hck1 && ip link set hck1 up && "
+                  f"ip link set hck0 up && exec stdbuf -oL hostapd {conf}")
+        proc = subprocess.Popen(["unshare", "--net", "--", "sh", "-c", script], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        out: list[str] = []
+        deadline = time.monotonic() + timeout
+        try:
+            buf = b""
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([proc.stdout], [], [], max(0.0, min(0.5, deadline - time.monotonic())))
+                chunk = os.read(proc.stdout.fileno(), 65536) if ready else b""
+                buf += chunk
+                text = buf.decode(errors="replace")
+                if any(marker in text for marker in _STARTED):
+                    return _hostapd_version()
+                if ready and not chunk:  # EOF: hostapd exited
+                    proc.wait(timeout=5)
+                    break
+            out = [ln for ln in buf.decode(errors="replace").splitlines() if ln.strip()]
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 15)
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, 9)
+                    proc.wait()
+        detail = "; ".join(out[-6:]) or f"no output within {timeout:.0f} s"
+        raise HostapdCheckError(f"hostapd {_hostapd_version()} refused {path}: {detail}")
+
+
+def _hostapd_version() -> str:
+    import subprocess
+    proc = subprocess.run(["hostapd", "-v"], capture_output=True, text=True)
+    text = (proc.stderr or proc.stdout).strip().splitlines()
+    return text[0] if text else "(unknown version)"
+
+
+def main(argv: list[str]) -> int:
+    """`python -m provisioning.hostapd check FILE`: the check Ansible's validate: runs."""
+    if len(argv) != 2 or argv[0] != "check":
+        print("usage: python -m provisioning.hostapd check FILE", file=sys.stderr)
+        return 2
+    try:
+        version = check_hostapd_conf(argv[1])
+    except (HostapdCheckError, OSError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(f"{argv[1]}: OK ({version} started on it)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""`skillspot health`: the box's own checklist, for technicians, the playbook and monitoring."""
