@@ -98,6 +98,8 @@ def main() -> None:
     ap.add_argument("--logins", type=int, default=200)
     ap.add_argument("--gate-pairs", type=int, default=1000)
     args = ap.parse_args()
+    # SIGTERM unwinds like Ctrl-C, through the Office context manager, which cleans up.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     steps = sorted({int(x) for x in args.devices.split(",")})
     results = []
     with tempfile.TemporaryDirectory(prefix="skbench-login-") as tmp:

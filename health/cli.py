@@ -9,8 +9,10 @@ import click
 @click.command("health")
 @click.pass_context
 def health_command(ctx: click.Context) -> None:
-    """Check the box: access point or LAN, DHCP, firewall, gate, portal, RADIUS, flow logger,
-    clock, centre, disk and ledger. Prints a checklist; exits 1 if any check fails."""
+    """Check the box and print a checklist; exit 1 if any check fails.
+
+    Access point or LAN, DHCP, firewall, gate, portal, RADIUS, flow logger, clock, centre, disk
+    and ledger."""
     from health.checks import checklist, run_checks
     app = ctx.obj
     root = ctx.find_root()

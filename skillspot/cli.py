@@ -35,7 +35,7 @@ PACKAGE_COMMANDS = {
              "Build a simulated office in network namespaces and walk a phone through it."),
     "radius": ("radius.cli", "radius_command", "Run the RADIUS server hostapd uses."),
     "sync": ("boxsync.cli", "sync_group", "Send the ledger to the centre (long-running service); `status` shows progress."),
-    "health": ("health.cli", "health_command", "Check the box and print a checklist; exit 1 if anything fails."),
+    "health": ("health.cli", "health_command", "Check the box and print a checklist; exit 1 if any check fails."),
 }
 
 
