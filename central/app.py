@@ -6,16 +6,15 @@ process and passed in; no module globals hold state.
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask, jsonify
 
+from syncapi.signing import load_or_create_key  # noqa: F401 (the centre's keys; re-exported)
 from central.appdb import AppDB
 from central.config import CentralConfig
 from central.store import Store, open_store
@@ -39,22 +38,6 @@ class Services:
 class _Ext:
     config: CentralConfig
     services: Services
-
-
-def load_or_create_key(path: Path) -> Ed25519PrivateKey:
-    """The centre's receipt-signing key, made (mode 0600) on first start."""
-    if path.exists():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError(f"{path}: not an Ed25519 key")
-        return key
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = Ed25519PrivateKey.generate()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()))
-    return key
 
 
 def build_services(config: CentralConfig, clock: Callable[[], float] = time.time) -> Services:

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -144,3 +146,22 @@ def verify_receipt(pub: Ed25519PublicKey, receipt: str, box_id: str, seq: int, b
         return True
     except (InvalidSignature, ValueError):
         return False
+
+
+def load_or_create_key(path: Path) -> Ed25519PrivateKey:
+    """An Ed25519 private key kept as PEM (PKCS#8) at `path`, made with mode 0600 when missing.
+    The box's sync key, the centre's receipt key and its export key are all kept this way.
+    Raises ValueError when the file holds something else."""
+    path = Path(path)
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"{path}: not an Ed25519 private key. Fix: move it away and a new key is made")
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
+    return key

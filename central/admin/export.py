@@ -19,6 +19,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from syncapi.signing import load_or_create_key  # noqa: F401 (the centre's keys; re-exported)
 from central.admin.timefmt import iso
 
 SESSION_FIELDS = ("box_id", "office", "login_id", "line_user_id", "display_name", "consent_version", "method", "mac",
@@ -29,23 +30,6 @@ FLOW_FIELDS = ("box_id", "office", "start", "end", "proto", "src_ip", "src_port"
 TIME_FIELDS = ("start", "end", "lease_start", "lease_end", "login", "logout")
 MANIFEST = "manifest.json"
 FORMAT = "skillspot-ledger-export-v1"
-
-
-def load_or_create_key(path: Path) -> Ed25519PrivateKey:
-    """The centre's export signing key (PEM, PKCS#8), made with mode 0600 when missing."""
-    if path.exists():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError(f"{path}: not an Ed25519 private key. Fix: move it away and a new key is made")
-        return key
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-    return key
 
 
 def key_id(pub: Ed25519PublicKey) -> str:
