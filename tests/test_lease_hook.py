@@ -33,7 +33,7 @@ def box(tmp_path):
 
 def test_the_gate_records_the_lease_and_lets_a_returning_device_in(box, tmp_path):
     files = write_dnsmasq(load_config(box.config), box.config, tmp_path / "etc")
-    assert "provisioning.leasehook" in files.lease_hook.read_text()
+    assert "provisioning/leasehook.py" in files.lease_hook.read_text()
     assert box.session("login", MAC, IP).returncode == 0  # a LINE login...
     assert box.session("idle", MAC).returncode == 0        # ...whose session ended (not a revoke)
     assert box.client().authorised(mac=MAC) == []
