@@ -548,13 +548,19 @@ class Oa:
             WHERE r.status = 'confirmed' AND s.starts_ms <= ? AND s.ends_ms >= ?
               AND NOT EXISTS (SELECT 1 FROM oa_attendance a WHERE a.session_id = s.id AND a.user_id = r.user_id)""",
                       (now, now - lookback_ms))
+        agreed = set(self.consenting("auto_checkin"))
+        cands = [c for c in cands if c["user_id"] in agreed]
+        if not cands:
+            return 0
+        # one store query per pass for every candidate, not one per trainee
+        by_user: dict[str, list[dict]] = {}
+        for x in self.store.logins_of_users(sorted({c["user_id"] for c in cands}), min(c["starts_ms"] for c in cands),
+                                            max(c["ends_ms"] for c in cands)):
+            by_user.setdefault(x["line_user_id"], []).append(x)
         n = 0
         for c in cands:
-            if not self.consents(c["user_id"], "auto_checkin"):
-                continue
-            sessions = self.store.sessions_for_user(c["user_id"], c["starts_ms"], c["ends_ms"])
-            hits = [x for x in sessions if x.get("line_user_id") == c["user_id"] and x.get("office") == c["office"]
-                    and x["login_ms"] <= c["ends_ms"]]
+            hits = [x for x in by_user.get(c["user_id"], []) if x["office"] == c["office"]
+                    and x["login_ms"] <= c["ends_ms"] and x["end_ms"] >= c["starts_ms"]]
             if hits and self._attend(c["session_id"], c["user_id"], max(c["starts_ms"], min(h["login_ms"] for h in hits)),
                                      "wifi"):
                 n += 1
