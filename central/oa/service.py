@@ -843,7 +843,8 @@ class Oa:
         n = len(self.audience(office, province))
         return {"recipients": n, "limit": limit, "used": used,
                 "remaining": None if limit is None else limit - used,
-                "fits": limit is None or used + n <= limit}
+                "fits": limit is None or used + n <= limit,
+                "how": "narrowcast" if n >= NARROWCAST_MIN else "multicast"}
 
     def send_broadcast(self, text_th: str, text_en: str, office: str, province: str, by: str,
                        send_at_ms: int | None = None) -> dict:
