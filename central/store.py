@@ -653,7 +653,7 @@ class Store:
         `after_received_ms`, oldest first: [{data (the row's JSON text), received_ms}]."""
         return self.q("SELECT data, received_ms FROM {db}.box_rows FINAL WHERE tbl = 'events' "
                       "AND received_ms > {hw:Int64} AND JSONExtractString(data, 'kind') = 'oa_consent' "
-                      "ORDER BY received_ms, at_ms LIMIT {n:UInt32}", {"hw": after_received_ms, "n": limit})
+                      f"ORDER BY received_ms, at_ms LIMIT {int(limit)}", {"hw": after_received_ms})
 
     def visitors_per_box_day(self, start_ms: int, end_ms: int) -> list[dict]:
         """Distinct visitors (LINE user, else device) per box per Bangkok day in [start, end):
