@@ -274,7 +274,8 @@ def add_messaging_routes(app: Flask, state: Any) -> None:
             if kind == "narrowcast":
                 # delivered only when its progress reaches `succeeded` (see advance)
                 rec = body.get("recipient")
-                size = None if rec is None else len(state.oa.audiences[rec["audienceGroupId"]]["members"])
+                audience = None if rec is None else state.oa.audiences.get(rec["audienceGroupId"])
+                size = None if audience is None else len(audience["members"])
                 state.oa.narrowcasts[request_id] = {"phase": "waiting", "accepted": now, "to": recipients,
                                                      "audience_size": size, "charged": len(recipients),
                                                      "retry_key": key, "messages": body["messages"]}
