@@ -985,7 +985,7 @@ class Oa:
                 self._nc_update(nc["id"], uploaded=nc["uploaded"] + len(chunk), attempts=0, next_ms=now + POLL_MS)
             else:
                 self._nc_update(nc["id"], step="send", attempts=0, error=None)
-                self._narrowcast_step(dict(nc, step="send"))
+                self._narrowcast_step(dict(nc, step="send", attempts=0))
         elif step == "send":
             res = self.line.narrowcast(nc["audience_id"], json.loads(nc["messages"]), nc["retry_key"])
             attempts = nc["attempts"] + 1
