@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from gate_util import GateBox
+from gate_util import started_gate_box
 
 pytestmark = pytest.mark.netns
 
@@ -27,12 +27,8 @@ print(json.dumps({"in_process": sorted(idle_among(keys, reader.active_keys, chil
 
 @pytest.fixture
 def box(tmp_path):
-    b = GateBox(tmp_path, sweep_seconds=300)
-    try:
-        b.start()
+    with started_gate_box(tmp_path, sweep_seconds=300) as b:
         yield b
-    finally:
-        b.close()
 
 
 def test_the_child_process_finds_the_same_idle_devices_as_the_gate_would(box):
