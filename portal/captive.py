@@ -13,7 +13,7 @@ from html import escape
 from urllib.parse import quote
 
 from base.config import Config
-from netcfg.gate import Gate
+from netcfg.gate import Gate, GateError
 from portal.clients import authorisation_of
 from portal.probes import find_probe
 
@@ -78,5 +78,12 @@ class Interceptor:
 
     def _authorised(self, ip: str) -> bool:
         """Whether the gate lets the device at `ip` through (the same rule as the pages use:
-        when the MAC behind `ip` is known it must be the authorised one)."""
-        return ip != "" and authorisation_of(self.gate, ip) is not None
+        when the MAC behind `ip` is known it must be the authorised one). A device the gate
+        cannot answer for (the gate down, an IPv6 address: the gate keys devices by IPv4) is
+        sent to the portal, whose pages say what is going on."""
+        if not ip or ":" in ip:
+            return False
+        try:
+            return authorisation_of(self.gate, ip) is not None
+        except GateError:
+            return False
