@@ -162,8 +162,10 @@ def write_inventory(workdir: Path, office: Office, container: Container, wheelho
     return inv / "hosts.yml"
 
 
-def playbook(inventory: Path, workdir: Path, name: str, playbook_file: str = "site.yml") -> tuple[str, dict]:
-    """Run a playbook; its output and the PLAY RECAP counts of the box."""
+def playbook(inventory: Path, workdir: Path, name: str, playbook_file: str = "site.yml",
+             check: bool = True) -> tuple[str, dict]:
+    """Run a playbook; its output and the PLAY RECAP counts of the box (check=False: also when
+    it failed)."""
     pw = vault_password_file(workdir)
     env = {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0",
            "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCAL_TEMP": str(workdir / "ansible-tmp"),
@@ -175,7 +177,7 @@ def playbook(inventory: Path, workdir: Path, name: str, playbook_file: str = "si
     out = proc.stdout + proc.stderr
     (workdir / f"{name}.log").write_text(out)
     m = re.search(r"^box\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", out, re.M)
-    if proc.returncode != 0 or m is None:
+    if (proc.returncode != 0 and check) or m is None:
         # The failed task, not the hundred lines of a loop before it.
         fatal = out.find("fatal:")
         excerpt = out[max(0, fatal - 1500):fatal + 3000] if fatal >= 0 else out[-4500:]
@@ -220,7 +222,7 @@ def field(tmp_path_factory):
             out, recap = playbook(inventory, workdir, "run1")
             timings["first run"] = time.monotonic() - t
             yield {"office": office, "box": container, "inventory": inventory, "workdir": workdir,
-                   "first": (out, recap), "timings": timings, "centre": centre}
+                   "first": (out, recap), "timings": timings, "centre": centre, "code": code}
         finally:
             container.stop()
             centre.stop()
@@ -291,6 +293,16 @@ def test_every_unit_is_active(field):
         assert state == "active", (unit, state, box.run(["journalctl", "-u", unit, "-n", "30", "--no-pager"],
                                                         check=False).stdout)
     assert box.failed_units() == []
+    if has_gate(field):
+        # The flow logger is Type=notify: active only once it said READY=1 (subscribed to
+        # conntrack), and the gate, which requires it, became active only after that.
+        show = {u: dict(line.split("=", 1) for line in box.run(
+            ["systemctl", "show", "-p", "Type,ActiveEnterTimestampMonotonic,Requires", u]).stdout.splitlines())
+            for u in ("skillspot-flowlog.service", "skillspot-gate.service")}
+        assert show["skillspot-flowlog.service"]["Type"] == "notify"
+        assert "skillspot-flowlog.service" in show["skillspot-gate.service"]["Requires"]
+        assert (int(show["skillspot-flowlog.service"]["ActiveEnterTimestampMonotonic"])
+                <= int(show["skillspot-gate.service"]["ActiveEnterTimestampMonotonic"])), show
 
 
 def test_services_run_as_their_own_users_with_only_the_capabilities_they_need(field):
@@ -377,6 +389,55 @@ def test_second_run_changes_nothing(field):
     assert recap["changed"] == 0 and recap["failed"] == 0, changed
     assert "health: PASS" in out
     assert f"enrolment: already enrolled: box {BOX_ID}" in out
+
+
+SPENT_PLAY = """---
+# The role's enrolment tasks alone, for a second box id on the booted box with its own config
+# and data dir (the real enrolment stays as it is), then the check that ends a run.
+- name: Enrolment with a spent code
+  hosts: skillspot_boxes
+  gather_facts: false
+  tasks:
+    - name: Enrol
+      ansible.builtin.include_role:
+        name: skillspot_box
+        tasks_from: enrol.yml
+      vars:
+        skillspot_box_config_file: /etc/skillspot/spent.toml
+        skillspot_box_has_sync: true
+    - name: Summary
+      ansible.builtin.debug:
+        msg: "enrolment: {{ skillspot_box_enrolment }}"
+    - name: Check
+      ansible.builtin.include_role:
+        name: skillspot_box
+        tasks_from: enrol_check.yml
+      vars:
+        skillspot_box_id: field-test-spent
+"""
+
+
+def test_a_used_enrolment_code_fails_the_run_naming_the_cause(field):
+    box, centre = field["box"], field["centre"]
+    conf = box.run(["cat", "/etc/skillspot/skillspot.toml"]).stdout
+    spent = conf.replace(f'id = "{BOX_ID}"', 'id = "field-test-spent"', 1)
+    spent = spent.replace('data_dir = "/var/lib/skillspot"', 'data_dir = "/var/lib/skillspot/spent"', 1)
+    spent = re.sub(r"^enrol_code = .*$", f'enrol_code = "{field["code"]}"', spent, count=1, flags=re.M)
+    assert spent.count("field-test-spent") == 1 and "/var/lib/skillspot/spent" in spent and field["code"] in spent
+    box.run(["sh", "-c", "cat > /etc/skillspot/spent.toml && chgrp skillspot /etc/skillspot/spent.toml && "
+             "chmod 640 /etc/skillspot/spent.toml && install -d -o skillspot-sync -m 700 /var/lib/skillspot/spent"],
+            input=spent)
+    play = field["workdir"] / "spent.yml"
+    play.write_text(SPENT_PLAY)
+    try:
+        out, recap = playbook(field["inventory"], field["workdir"], "spent", str(play), check=False)
+    finally:
+        box.run(["rm", "-rf", "/etc/skillspot/spent.toml", "/var/lib/skillspot/spent"])
+    cause = (f"the centre at {centre.url} refused the enrolment of field-test-spent: this enrolment code was "
+             "already used (bad_code)")
+    assert f"enrolment: FAILED: {cause}" in out, out[-3000:]
+    assert recap["failed"] == 1 and f"field-test-spent did not enrol with the centre {centre.url}: FAILED: {cause}" in out
+    assert centre.box("field-test-spent") is None
 
 
 def test_ansible_lint_production_profile():
