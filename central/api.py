@@ -191,8 +191,10 @@ def create_blueprint() -> Blueprint:
                 svc.appdb.alert("store_error", str(exc), box_id, now)
                 return _err(503, "store_unavailable", "the store could not take the batch; retry later")
             rows = sbatch.row_count(payload)
+            # A flow still open has end_ms NULL (every busy box sends some): no time to count.
             times = [r[sec["columns"].index(c)] for sec in payload["tables"].values()
-                     for c in ("at_ms", "end_ms") if c in sec["columns"] for r in sec["rows"]]
+                     for c in ("at_ms", "end_ms") if c in sec["columns"] for r in sec["rows"]
+                     if r[sec["columns"].index(c)] is not None]
             ranges = {t: [s["from"], s["to"], len(s["rows"])] for t, s in payload["tables"].items()}
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -203,7 +205,9 @@ def create_blueprint() -> Blueprint:
                 conn.execute("UPDATE boxes SET last_seq = ?, last_hash = ?, last_batch_ms = ?, "
                              "rows_received = rows_received + ? WHERE box_id = ?", (seq, h, now, rows, box_id))
                 conn.execute("COMMIT")
-            except sqlite3.Error:
+            except Exception:
+                # Whatever failed, never leave this thread's connection inside the transaction:
+                # every later request served on it would fail.
                 conn.execute("ROLLBACK")
                 raise
         return jsonify(_ack(svc, box_id, seq, h, "stored", seq, now, rows))
