@@ -5,7 +5,7 @@
 
 DEB_PACKAGES := python3-venv iproute2 nftables dnsmasq-base hostapd wpasupplicant \
                 freeradius-utils conntrack chromium fonts-thai-tlwg \
-                debootstrap systemd-container
+                debootstrap systemd-container zbar-tools
 VENV := .venv
 PY := $(VENV)/bin/python
 

@@ -24,7 +24,6 @@ setup(
         "pyrad>=2.5",
         "pyroute2>=0.9.7",
         "scapy>=2.6",
-        "line-bot-sdk>=3.10.2",
         "sqlite-utils>=3.37",
         "pip-nftables>=1.0.2",
         "pydantic>=2.7",
@@ -42,7 +41,7 @@ setup(
         # The centre (never on a box): embedded ClickHouse, the server client, schema validation.
         # pyotp: the TOTP second factor of the central admin pages.
         # segno: the OA's class check-in QR code (pure Python, SVG output, no image library).
-        "central": ["chdb>=3.0", "clickhouse-connect>=0.8", "jsonschema>=4.20", "pyyaml>=6", "pyotp>=2.9",
+        "central": ["chdb>=3.0", "line-bot-sdk>=3.10.2", "clickhouse-connect>=0.8", "jsonschema>=4.20", "pyyaml>=6", "pyotp>=2.9",
                     "segno>=1.6"],
     },
     entry_points={"console_scripts": ["skillspot=skillspot.cli:main", "central=central.cli:main"]},

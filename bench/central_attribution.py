@@ -9,7 +9,7 @@ masquerade range, short flows with a few long ones. Then measures:
     p50 / p99 over --probes probes, and the full Store.attribute (flow + session + clock);
   * baseline in the same run: a trivial query (SELECT 1) through the same session, so the
     ratio shows what the probe costs beyond a round trip into chDB.
-Usage: python bench/central_attribution.py [--rows 200000000] [--dir /work/bench-tmp/attr] [--keep]
+Usage: python bench/central_attribution.py [--rows 200000000] [--dir /work/bench-tmp/attr] [--keep] [--reuse]
 """
 from __future__ import annotations
 
@@ -42,18 +42,27 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=20_000_000)
     ap.add_argument("--probes", type=int, default=1000)
     ap.add_argument("--dir", default="/work/bench-tmp/central-attr")
-    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the generated store (for --reuse)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="probe a store kept by an earlier --keep run of the same --rows (generation needs no quiet "
+                         "machine, the probes do)")
     a = ap.parse_args()
     d = Path(a.dir)
-    if d.exists():
+    if d.exists() and not a.reuse:
         shutil.rmtree(d)
     store = open_store("", d / "chdb", database="bench")
     days = max(1, a.rows // (a.boxes * FLOWS_PER_BOX_DAY))
     span = days * DAY_MS
     per_box = a.rows // a.boxes
-    print(f"generating {a.rows:,} flows: {a.boxes} boxes x {days} day(s) in chunks of {a.chunk:,}", flush=True)
     t0 = time.monotonic()
     done = 0
+    if a.reuse:
+        done = int(store.q("SELECT count() AS n FROM bench.flows")[0]["n"])
+        if done != a.rows:
+            raise SystemExit(f"{d} holds {done:,} flows, not --rows {a.rows:,}: run once with --keep first")
+        print(f"reusing {done:,} flows in {d}", flush=True)
+    else:
+        print(f"generating {a.rows:,} flows: {a.boxes} boxes x {days} day(s) in chunks of {a.chunk:,}", flush=True)
     while done < a.rows:
         n = min(a.chunk, a.rows - done)
         # Row r of box b = r % boxes, k = r // boxes: flows of a box are evenly spread over the span
@@ -79,7 +88,8 @@ FROM numbers({done}, {n})""")
         print(f"  {done:,} rows, {time.monotonic() - t0:.0f} s", flush=True)
     gen_s = time.monotonic() - t0
     t1 = time.monotonic()
-    store.backend.command("OPTIMIZE TABLE bench.flows FINAL")
+    if not a.reuse:
+        store.backend.command("OPTIMIZE TABLE bench.flows FINAL")
     merge_s = time.monotonic() - t1
     st = store.q("SELECT sum(rows) AS rows, sum(data_compressed_bytes) AS c, sum(data_uncompressed_bytes) AS u, count() AS parts "
                  "FROM system.parts WHERE database = 'bench' AND table = 'flows' AND active")[0]

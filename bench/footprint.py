@@ -50,7 +50,7 @@ class PortalServer(BaseApplication):
         for k, v in self._options.items():
             self.cfg.set(k, v)
     def load(self):
-        import lineapi.messaging  # portal.notify imported line-bot-sdk at start then
+        import linebot.v3.messaging  # portal.notify imported line-bot-sdk at start then
         from portal import build_services, create_app
         return create_app(config, build_services(config))
 PortalServer().run()

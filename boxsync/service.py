@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from syncapi import signing
 from boxsync.client import CentreClient, CentreRefused, CentreUnavailable
 from ledger import sync as lsync
 from ledger.db import Ledger, LedgerError
+from ledger.flows import latest_public_address
 
 STATE_FILE = "sync_centre.json"
 PUSH_FILE = "central_push.json"
@@ -183,11 +185,18 @@ class SyncService:
             acked += 1
         return acked
 
+    def public_address(self) -> str | None:
+        """The box's WAN address as its NAT writes it into the flows (None before the first flow)."""
+        try:
+            return latest_public_address(self.ledger)
+        except (sqlite3.Error, ValueError):
+            return None  # a heartbeat without the address beats no heartbeat
+
     def heartbeat(self) -> dict:
-        """Send version, health and lag now."""
+        """Send version, health, lag and the public address the flows carry, now."""
         st = lsync.status(self.ledger)
         doc = {"version": VERSION, "box_time_ms": int(self.clock() * 1000), "office": self.s.office,
-               "public_address": None, "health": {**self.health(), "sync_error": self.last_error},
+               "public_address": self.public_address(), "health": {**self.health(), "sync_error": self.last_error},
                "lag": {"unsent_rows": st["unsent_rows"] + st["pending_rows"], "oldest_unsent_ms": st["oldest_unsent_ms"],
                        "pending_batches": st["pending_batches"], "last_acked_seq": st["last_acked_seq"],
                        "lag_ms": st["lag_ms"]}}

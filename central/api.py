@@ -191,10 +191,9 @@ def create_blueprint() -> Blueprint:
                 svc.appdb.alert("store_error", str(exc), box_id, now)
                 return _err(503, "store_unavailable", "the store could not take the batch; retry later")
             rows = sbatch.row_count(payload)
-            # A flow still open has end_ms NULL (every busy box sends some): no time to count.
-            times = [r[sec["columns"].index(c)] for sec in payload["tables"].values()
-                     for c in ("at_ms", "end_ms") if c in sec["columns"] for r in sec["rows"]
-                     if r[sec["columns"].index(c)] is not None]
+            # A time column may be null (e.g. an unknown end): it dates nothing.
+            times = [v for sec in payload["tables"].values() for c in ("at_ms", "end_ms") if c in sec["columns"]
+                     for r in sec["rows"] if (v := r[sec["columns"].index(c)]) is not None]
             ranges = {t: [s["from"], s["to"], len(s["rows"])] for t, s in payload["tables"].items()}
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -205,9 +204,9 @@ def create_blueprint() -> Blueprint:
                 conn.execute("UPDATE boxes SET last_seq = ?, last_hash = ?, last_batch_ms = ?, "
                              "rows_received = rows_received + ? WHERE box_id = ?", (seq, h, now, rows, box_id))
                 conn.execute("COMMIT")
-            except Exception:
-                # Whatever failed, never leave this thread's connection inside the transaction:
-                # every later request served on it would fail.
+            except BaseException:
+                # Whatever failed, this thread's connection must not stay inside the transaction:
+                # every later upload on it would fail with "transaction within a transaction".
                 conn.execute("ROLLBACK")
                 raise
         return jsonify(_ack(svc, box_id, seq, h, "stored", seq, now, rows))
@@ -227,7 +226,10 @@ def create_blueprint() -> Blueprint:
         if errors:
             return _err(400, "bad_request", f"heartbeat: {errors[0].message}")
         svc.appdb.connect().execute(
-            "UPDATE boxes SET version = ?, health = ?, lag = ?, public_address = ?, box_time_ms = ?, clock_offset_ms = ?, "
+            # A box that does not know its address (no flow yet) sends null: keep the last it reported.
+            # The address the request came from is kept apart (seen_address, set in auth()).
+            "UPDATE boxes SET version = ?, health = ?, lag = ?, public_address = COALESCE(?, public_address), "
+            "box_time_ms = ?, clock_offset_ms = ?, "
             "office = CASE WHEN ? != '' THEN ? ELSE office END WHERE box_id = ?",
             (doc["version"], json.dumps(doc["health"]), json.dumps(doc["lag"]), doc.get("public_address"),
              doc["box_time_ms"], doc["box_time_ms"] - now, doc.get("office", ""), doc.get("office", ""), box_id))

@@ -116,6 +116,8 @@ def enrol_code(ctx: click.Context, by: str, box_id: str | None, hours: int | Non
 
 
 from central.oa.cli import oa_group; main.add_command(oa_group)  # noqa: E402,E702 (the OA's timer jobs)
+# Accounts and the audit log; opens only the SQLite app DB, so it works while `serve` holds chDB.
+from central.admin.cli import admin_group; main.add_command(admin_group)  # noqa: E402,E702
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -647,6 +647,58 @@ class Store:
             out.setdefault(r["tbl"], []).append(r["row_id"])
         return out
 
+    # ---- the Official Account's reads (central/oa) ------------------------------------------
+    def oa_consent_events(self, after_received_ms: int, limit: int = 100_000) -> list[dict]:
+        """Ledger `events` rows of kind `oa_consent` (the portal's optional box) received after
+        `after_received_ms`, oldest first: [{data (the row's JSON text), received_ms}]."""
+        return self.q("SELECT data, received_ms FROM {db}.box_rows FINAL WHERE tbl = 'events' "
+                      "AND received_ms > {hw:Int64} AND JSONExtractString(data, 'kind') = 'oa_consent' "
+                      f"ORDER BY received_ms, at_ms LIMIT {int(limit)}", {"hw": after_received_ms})
+
+    def visitors_per_box_day(self, start_ms: int, end_ms: int) -> list[dict]:
+        """Distinct visitors (LINE user, else device) per box per Bangkok day in [start, end):
+        [{box_id, day (YYYY-MM-DD), visitors}]."""
+        return self.q("SELECT box_id, toString(toDate(fromUnixTimestamp64Milli(at_ms), 'Asia/Bangkok')) AS day, "
+                      "uniqExact(if(line_user_id != '', line_user_id, mac)) AS visitors FROM {db}.logins FINAL "
+                      "WHERE at_ms >= {s:Int64} AND at_ms < {e:Int64} GROUP BY box_id, day ORDER BY day, box_id "
+                      "LIMIT 100000", {"s": start_ms, "e": end_ms})
+
+    def friends_brought_per_box_month(self, start_ms: int, end_ms: int) -> list[dict]:
+        """LINE users who added the OA as a friend while logging in, per box per Bangkok month:
+        [{box_id, month (YYYY-MM), friends}]."""
+        rows = self.q("SELECT box_id, toString(toStartOfMonth(fromUnixTimestamp64Milli(at_ms), 'Asia/Bangkok')) AS m, "
+                      "uniqExact(line_user_id) AS friends FROM {db}.logins FINAL WHERE friendship_changed = 1 "
+                      "AND line_user_id != '' AND at_ms >= {s:Int64} AND at_ms < {e:Int64} GROUP BY box_id, m "
+                      "ORDER BY m, box_id LIMIT 100000", {"s": start_ms, "e": end_ms})
+        return [{"box_id": r["box_id"], "month": r["m"][:7], "friends": int(r["friends"])} for r in rows]
+
+    def logins_of_users(self, user_ids: list[str], start_ms: int, end_ms: int) -> list[dict]:
+        """Every login of any of `user_ids` (LINE user ids) overlapping [start_ms, end_ms], in one
+        query (the OA's WiFi check-in asks once per pass, not once per trainee). Each row:
+        line_user_id, box_id, office, login_ms, end_ms (the earlier of logout and expiry)."""
+        if not user_ids:
+            return []
+        # the ids travel as one JSON string: the same text binds on chDB and on a server
+        rows = self.q("""
+            SELECT l.line_user_id AS line_user_id, l.box_id AS box_id, l.at_ms AS login_ms, l.expires_ms AS expires_ms,
+                   o.out_ms AS out_ms
+            FROM (SELECT line_user_id, box_id, row_id, at_ms, expires_ms FROM {db}.logins FINAL
+                  WHERE has(JSONExtract({u:String}, 'Array(String)'), line_user_id) AND at_ms <= {e:Int64} AND expires_ms >= {s:Int64}) AS l
+            LEFT JOIN (SELECT box_id, assumeNotNull(login_id) AS login_id, min(at_ms) AS out_ms FROM {db}.logouts
+                       WHERE login_id IN (SELECT row_id FROM {db}.logins WHERE has(JSONExtract({u:String}, 'Array(String)'), line_user_id)
+                                          AND at_ms <= {e:Int64} AND expires_ms >= {s:Int64})
+                       GROUP BY box_id, login_id) AS o
+              ON o.box_id = l.box_id AND o.login_id = l.row_id
+            ORDER BY login_ms, box_id LIMIT 100000""", {"u": json.dumps(list(user_ids)), "s": start_ms, "e": end_ms})
+        out = []
+        for r in rows:
+            # no logout row: the join's default is 0, which no real logout time has
+            end = min(r["expires_ms"], r["out_ms"]) if r["out_ms"] else r["expires_ms"]
+            if end >= start_ms:
+                out.append({"line_user_id": r["line_user_id"], "box_id": r["box_id"], "office": self.office_of(r["box_id"]),
+                            "login_ms": r["login_ms"], "end_ms": end})
+        return out
+
     # ---- retention ----------------------------------------------------------------------------
     def partitions(self) -> dict[str, list[str]]:
         """Active day partitions (YYYYMMDD, Bangkok) per retained table."""

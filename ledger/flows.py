@@ -282,3 +282,28 @@ def flows_between(ledger: Ledger, start_ms: int, end_ms: int, src_ip: int | None
     for r in db.execute(f"SELECT {cols} FROM flow_staging WHERE open = 0 AND id <= ? AND {where}",
                         [staging_sealed_through(db), *args]):
         yield Flow(*r)
+
+
+def latest_public_address(ledger: Ledger) -> str | None:
+    """The public (masquerade source) IPv4 address of the newest flow the ledger holds, or None.
+
+    This is the box's WAN address as its own NAT writes it into every flow, so it is the
+    address an internet server logs, unless another NAT sits between the box and the
+    internet (the centre also keeps the address it saw the box's requests come from)."""
+    db = ledger.db.conn
+    best: tuple[int, int] | None = None  # (start_ms, pub_ip)
+    row = db.execute("SELECT start_ms, pub_ip FROM flow_staging WHERE id = (SELECT MAX(id) FROM flow_staging)").fetchone()
+    if row is not None:
+        best = (row[0], row[1])
+    row = db.execute("SELECT start_ms, pub_ip FROM flows_long WHERE id = (SELECT MAX(id) FROM flows_long)").fetchone()
+    if row is not None and (best is None or row[0] > best[0]):
+        best = (row[0], row[1])
+    row = db.execute("SELECT data FROM flow_segments WHERE id = (SELECT MAX(id) FROM flow_segments)").fetchone()
+    if row is not None:
+        seg = Segment(row[0])
+        if seg.n:
+            i = max(range(seg.n), key=seg.cols["start_off"].__getitem__)
+            f = seg.flow(i)
+            if best is None or f.start_ms > best[0]:
+                best = (f.start_ms, f.pub_ip)
+    return ip_str(best[1]) if best is not None else None

@@ -133,12 +133,28 @@ def live_logins_of(ledger: Ledger, mac: str | None = None, line_user_id: str | N
         "ORDER BY l.at_ms DESC, l.id DESC", [value, ledger.now_ms()]))
 
 
-def unclosed_logins(ledger: Ledger, expired_since_ms: int | None = None) -> list[dict]:
+def unclosed_logins(ledger: Ledger, expired_since_ms: int | None = None, newer_than_id: int | None = None,
+                    expired_until_ms: int | None = None) -> list[dict]:
     """Logins without a logout row: live ones and, with `expired_since_ms`, those whose expiry
-    fell after it (None: every unclosed login however old, for the gate's start)."""
+    fell after it (None: every unclosed login however old, for the gate's start).
+
+    With `newer_than_id` only the logins with a larger id, and those whose expiry falls in
+    (`expired_since_ms`, `expired_until_ms`]: what changed since a sweep that saw every login up
+    to that id (the sweeper's incremental pass; both read through indexes)."""
     floor = -1 if expired_since_ms is None else expired_since_ms
+    if newer_than_id is None:
+        return list(ledger.db.query(
+            f"SELECT l.* FROM logins l WHERE l.expires_ms > ? AND {_LIVE} ORDER BY l.at_ms, l.id", [floor]))
+    until = expired_until_ms if expired_until_ms is not None else ledger.now_ms()
     return list(ledger.db.query(
-        f"SELECT l.* FROM logins l WHERE l.expires_ms > ? AND {_LIVE} ORDER BY l.at_ms, l.id", [floor]))
+        f"SELECT l.* FROM logins l WHERE l.id > ? AND {_LIVE} "
+        f"UNION SELECT l.* FROM logins l WHERE l.expires_ms > ? AND l.expires_ms <= ? AND {_LIVE} "
+        "ORDER BY at_ms, id", [newer_than_id, floor, until]))
+
+
+def last_login_id(ledger: Ledger) -> int:
+    """The largest login id so far (0 for none)."""
+    return int(ledger.db.execute("SELECT coalesce(max(id), 0) FROM logins").fetchone()[0])
 
 
 def last_line_login(ledger: Ledger, mac: str) -> dict | None:

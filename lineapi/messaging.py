@@ -1,20 +1,24 @@
-"""Messaging API push (the DSD Official Account's welcome message), through line-bot-sdk v3.
+"""Messaging API push (the DSD Official Account's welcome message): one HTTPS POST with requests.
 
 LINE's retry rule: put an `X-Line-Retry-Key` on the first attempt, retry with the same key only
 on 5xx or timeout, and read 409 as "already accepted" (success). The portal calls `push_text`
 from a background thread, so the retries here never delay anyone's internet access.
+
+This was line-bot-sdk v3 until the footprint work: its generated client is about 60 MB of
+modules, loaded into a portal worker by the first welcome push and kept for the worker's life,
+for one POST of a small JSON body. The centre, which uses most of the Messaging API, keeps the
+SDK (the `central` extra); the box does not install it.
 """
 from __future__ import annotations
 
 import time
 import uuid
 
-import urllib3
-from linebot.v3.messaging import (ApiClient, ApiException, Configuration, MessagingApi,
-                                  PushMessageRequest, TextMessage)
+import requests
 
-from lineapi.client import LineError
 from base.config import LineConfig
+from lineapi import endpoints
+from lineapi.client import LineError
 
 MAX_ATTEMPTS = 3
 BACKOFF_SECONDS = (0.5, 2.0)  # waits before the 2nd and 3rd attempts
@@ -42,43 +46,42 @@ def push_text(cfg: LineConfig, user_id: str, text: str, retry_key: str | None = 
     except ValueError:
         raise LineError("invalid", "the retry key must be a hex UUID such as 123e4567-e89b-12d3-a456-426614174000") from None
 
-    configuration = Configuration(access_token=cfg.messaging_access_token, host=cfg.messaging_base_url.rstrip("/"))
-    # We retry ourselves (with the key); urllib3's own retries would resend without our say.
-    configuration.retries = False
-    request = PushMessageRequest(to=user_id, messages=[TextMessage(text=text)])
+    url = endpoints.join(cfg.messaging_base_url, endpoints.PUSH)
+    payload = {"to": user_id, "messages": [{"type": "text", "text": text}]}
+    headers = {"Authorization": f"Bearer {cfg.messaging_access_token}", "X-Line-Retry-Key": key}
     last: LineError | None = None
-    with ApiClient(configuration) as api_client:
-        api = MessagingApi(api_client)
+    with requests.Session() as http:
         for attempt in range(MAX_ATTEMPTS):
             if attempt:
                 time.sleep(BACKOFF_SECONDS[min(attempt - 1, len(BACKOFF_SECONDS) - 1)])
             try:
-                api.push_message(request, x_line_retry_key=key, _request_timeout=cfg.http_timeout_seconds)
-                return
-            except ApiException as exc:
-                status = exc.status or 0
-                if status == 409:
-                    return  # this retry key was already accepted: the message is on its way
-                if 500 <= status <= 599:
-                    last = LineError("server", f"LINE answered the push with HTTP {status}", status=status)
-                    continue
-                if status == 0:  # the SDK's wrapper for transport problems (e.g. TLS)
-                    last = LineError("server", "could not reach LINE for the push")
-                    continue
-                raise LineError("invalid", f"LINE rejected the push (HTTP {status}): {_detail(exc)}",
-                                status=status) from None
-            except urllib3.exceptions.TimeoutError:
+                resp = http.post(url, json=payload, headers=headers, timeout=cfg.http_timeout_seconds)
+            except requests.Timeout:
                 last = LineError("timeout", f"LINE did not answer the push within {cfg.http_timeout_seconds:g} s")
-            except urllib3.exceptions.HTTPError as exc:
+                continue
+            except requests.RequestException as exc:
                 last = LineError("server", f"could not reach LINE for the push ({type(exc).__name__})")
+                continue
+            status = resp.status_code
+            if status == 200 or status == 409:
+                return  # 409: this retry key was already accepted, the message is on its way
+            if 500 <= status <= 599:
+                last = LineError("server", f"LINE answered the push with HTTP {status}", status=status)
+                continue
+            raise LineError("invalid", f"LINE rejected the push (HTTP {status}): {_detail(resp)}", status=status)
     assert last is not None
     raise LineError(last.kind, f"{last.message} (after {MAX_ATTEMPTS} attempts)", status=last.status)
 
 
-def _detail(exc: ApiException) -> str:
+def _detail(resp: requests.Response) -> str:
     """LINE's `message` from an error body, bounded; never the request (it has the token)."""
-    body = exc.body
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", "replace")
-    text = str(body or exc.reason or "")
+    try:
+        body = resp.json()
+        text = str(body.get("message", "")) if isinstance(body, dict) else ""
+        details = body.get("details") if isinstance(body, dict) else None
+        if isinstance(details, list):
+            text += " " + "; ".join(f"{d.get('property', '')}: {d.get('message', '')}" for d in details
+                                    if isinstance(d, dict))
+    except ValueError:
+        text = resp.text or resp.reason or ""
     return "".join(ch if ch.isprintable() else " " for ch in text)[:200]

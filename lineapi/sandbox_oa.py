@@ -1,5 +1,6 @@
 """The sandbox's Official Account side beyond push: signed webhook delivery (with redelivery),
-reply, multicast, narrowcast (with uploaded audiences), broadcast, rich menus, the monthly quota.
+reply, multicast, narrowcast (with uploaded audiences), broadcast, rich menus, the monthly quota,
+narrowcast progress and message statistics.
 
 Follows the Messaging API reference: webhook bodies are ``{"destination", "events"}`` signed
 with ``X-Line-Signature`` = base64(HMAC-SHA256(channel secret, raw body)); every event has a
@@ -7,7 +8,21 @@ with ``X-Line-Signature`` = base64(HMAC-SHA256(channel secret, raw body)); every
 for about a minute; push/multicast/narrowcast/broadcast honour ``X-Line-Retry-Key`` (24 h, a
 repeat answers 409) and count once per recipient against the monthly quota (past it: 429 and
 nothing is sent); a rich menu needs its image (``POST /v2/bot/richmenu/{id}/content``, JPEG or
-PNG, <= 1 MB, once) before it can be linked. Faults (``POST /sandbox/faults``) also apply to ``reply``, ``multicast``,
+PNG, <= 1 MB, once) before it can be linked.
+
+Audiences and narrowcast, as LINE documents them: an audience for uploading user IDs takes <= 10,000
+ids per JSON call (create: POST, add: PUT ``/v2/bot/audienceGroup/upload``), is ``IN_PROGRESS``
+for ``audience_ready_s`` after each upload and ``READY`` after it (one upload job at a time per
+audience: a PUT while one runs is refused); ``audienceCount`` counts the valid user ids. A
+narrowcast is accepted with 202 and its progress (``GET /v2/bot/message/progress/narrowcast``)
+goes ``waiting`` → ``sending`` → ``succeeded`` or ``failed``, one phase per ``narrowcast_step_s``;
+it fails with ``errorCode`` 4 when an audience of fewer than 50 people is a condition of sending,
+and 2 when no recipient is left (friends who blocked the account are not sent to). Messages reach
+the users only when it succeeds. ``GET /v2/bot/insight/message/event`` gives ``overview.delivered``
+for a narrowcast or broadcast (null until all is sent; the sandbox has no impressions or clicks,
+so those are null). Using an audience that is not READY is refused with 400 (LINE does not
+document this case; the sandbox is strict so a client that sends too early fails in tests).
+Faults (``POST /sandbox/faults``) also apply to ``reply``, ``multicast``,
 ``narrowcast`` and ``broadcast``.
 
 Sandbox-only paths:
@@ -39,6 +54,8 @@ from lineapi import endpoints
 REPLY_TOKEN_TTL = 60.0  # LINE: use the reply token within about a minute
 RICHMENU_SIZES = {(2500, 1686), (2500, 843), (1200, 810), (1200, 405), (800, 540), (800, 270)}
 MULTICAST_MAX = 500
+AUDIENCE_UPLOAD_MAX = 10_000   # user ids per JSON audience upload call
+NARROWCAST_MIN_AUDIENCE = 50   # LINE: narrowcast progress errorCode 4 below this
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
@@ -71,8 +88,10 @@ class OaState:
     richmenu_images: dict[str, tuple[str, int]] = field(default_factory=dict)  # id -> (content type, bytes)
     user_richmenu: dict[str, str] = field(default_factory=dict)
     default_richmenu: str | None = None
-    audiences: dict[int, list[str]] = field(default_factory=dict)
+    audiences: dict[int, dict] = field(default_factory=dict)
     narrowcasts: dict[str, dict] = field(default_factory=dict)
+    audience_ready_s: float = 1.0     # an upload job takes this long (sandbox clock)
+    narrowcast_step_s: float = 1.0    # each narrowcast phase lasts this long (sandbox clock)
     ever_followed: set[str] = field(default_factory=set)
 
     def charge(self, recipients: int) -> bool:
@@ -81,6 +100,47 @@ class OaState:
             return False
         self.quota_used += recipients
         return True
+
+    def audience_status(self, audience: dict, now: float) -> str:
+        """IN_PROGRESS while the last upload job runs, READY after."""
+        return "READY" if now >= audience["ready_at"] else "IN_PROGRESS"
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
+def advance(state: Any) -> None:
+    """Move every narrowcast on to the phase its age says (waiting, sending, then succeeded or
+    failed); a narrowcast that succeeds is delivered then, one that fails gives its quota back.
+    Called (under no lock) whenever the sandbox is asked about narrowcasts or sent messages."""
+    now = state.clock()
+    with state.lock:
+        oa = state.oa
+        for rid, n in oa.narrowcasts.items():
+            if n["phase"] in ("succeeded", "failed"):
+                continue
+            age = now - n["accepted"]
+            if age < oa.narrowcast_step_s:
+                continue
+            if age < 2 * oa.narrowcast_step_s:
+                n["phase"] = "sending"
+                continue
+            n["completed"] = n["accepted"] + 2 * oa.narrowcast_step_s
+            if n["audience_size"] is not None and n["audience_size"] < NARROWCAST_MIN_AUDIENCE:
+                n.update(phase="failed", errorCode=4, failedDescription="audience less than 50 recipients")
+            elif not n["to"]:
+                n.update(phase="failed", errorCode=2, failedDescription="not enough recipients")
+            else:
+                n["phase"] = "succeeded"
+            if n["phase"] == "failed":
+                oa.quota_used -= n["charged"]
+                n["successCount"], n["failureCount"] = 0, 0
+                continue
+            delivered = [u for u in n["to"] if state.users.get(u) and state.users[u].is_friend]
+            n["successCount"], n["failureCount"] = len(delivered), len(n["to"]) - len(delivered)
+            oa.sent.append({"kind": "narrowcast", "request_id": rid, "to": n["to"], "retry_key": n["retry_key"],
+                            "messages": n["messages"], "at": n["completed"], "delivered": delivered})
 
 
 def _event(state: Any, kind: str, user_id: str, *, text: str | None = None, data: str | None = None,
@@ -211,13 +271,18 @@ def add_messaging_routes(app: Flask, state: Any) -> None:
                 return jsonify({"message": "You have reached your monthly limit."}), 429
             if key is not None:
                 state.retry_keys[key.lower()] = (now, request_id, [])
-            state.oa.sent.append({"kind": kind, "request_id": request_id, "to": recipients, "retry_key": key,
-                                  "messages": body["messages"], "at": now,
-                                  "delivered": [u for u in recipients if state.users.get(u) and state.users[u].is_friend]})
             if kind == "narrowcast":
-                state.oa.narrowcasts[request_id] = {"phase": "succeeded", "successCount": len(recipients),
-                                                     "failureCount": 0, "targetCount": len(recipients),
-                                                     "acceptedTime": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now))}
+                # delivered only when its progress reaches `succeeded` (see advance)
+                rec = body.get("recipient")
+                audience = None if rec is None else state.oa.audiences.get(rec["audienceGroupId"])
+                size = None if audience is None else len(audience["members"])
+                state.oa.narrowcasts[request_id] = {"phase": "waiting", "accepted": now, "to": recipients,
+                                                     "audience_size": size, "charged": len(recipients),
+                                                     "retry_key": key, "messages": body["messages"]}
+            else:
+                state.oa.sent.append({"kind": kind, "request_id": request_id, "to": recipients, "retry_key": key,
+                                      "messages": body["messages"], "at": now,
+                                      "delivered": [u for u in recipients if state.users.get(u) and state.users[u].is_friend]})
         resp = jsonify({})
         resp.status_code = 202 if kind in ("narrowcast", "broadcast") else 200
         resp.headers["x-line-request-id"] = request_id
@@ -273,11 +338,14 @@ def add_messaging_routes(app: Flask, state: Any) -> None:
             if not isinstance(rec, dict) or rec.get("type") != "audience":
                 return [], [("recipient", "the sandbox supports recipient type audience only")]
             with state.lock:
-                members = state.oa.audiences.get(rec.get("audienceGroupId"))
-            if members is None:
+                audience = state.oa.audiences.get(rec.get("audienceGroupId"))
+                ready = audience is not None and state.oa.audience_status(audience, state.clock()) == "READY"
+            if audience is None:
                 return [], [("recipient.audienceGroupId", "audience group not found")]
+            if not ready:
+                return [], [("recipient.audienceGroupId", "the audience is not READY yet")]
             fr = set(friends())
-            return [u for u in members if u in fr], []
+            return [u for u in audience["members"] if u in fr], []
         return bulk("narrowcast", recipients)
 
     @app.get(endpoints.NARROWCAST_PROGRESS)
@@ -285,11 +353,32 @@ def add_messaging_routes(app: Flask, state: Any) -> None:
         problem = auth()
         if problem is not None:
             return problem
+        advance(state)
         with state.lock:
-            p = state.oa.narrowcasts.get(request.args.get("requestId", ""))
-        if p is None:
-            return jsonify({"message": "Not found"}), 404
-        return jsonify(p)
+            n = state.oa.narrowcasts.get(request.args.get("requestId", ""))
+            if n is None:
+                return jsonify({"message": "Not found"}), 404
+            out = {"phase": n["phase"], "acceptedTime": _iso(n["accepted"])}
+            if n["phase"] in ("succeeded", "failed"):
+                out.update(successCount=n["successCount"], failureCount=n["failureCount"], targetCount=len(n["to"]),
+                           completedTime=_iso(n["completed"]))
+            if n["phase"] == "failed":
+                out.update(errorCode=n["errorCode"], failedDescription=n["failedDescription"])
+        return jsonify(out)
+
+    def audience_ids(body: dict) -> tuple[list[str], list[tuple[str, str]]]:
+        items = body.get("audiences", [])
+        if not isinstance(items, list) or len(items) > AUDIENCE_UPLOAD_MAX:
+            return [], [("audiences", f"Size must be between 0 and {AUDIENCE_UPLOAD_MAX}")]
+        # LINE counts the valid user ids of the audience (audienceCount)
+        ids = [a.get("id") for a in items if isinstance(a, dict)]
+        return [i for i in dict.fromkeys(ids) if isinstance(i, str) and re.fullmatch(r"U[0-9a-f]{32}", i)], []
+
+    def audience_json(a: dict) -> dict:
+        return {"audienceGroupId": a["id"], "type": "UPLOAD", "description": a["description"],
+                "status": state.oa.audience_status(a, state.clock()), "audienceCount": len(a["members"]),
+                "created": int(a["created"]), "permission": "READ_WRITE", "createRoute": "MESSAGING_API",
+                "isIfaAudience": False}
 
     @app.post(endpoints.AUDIENCE_UPLOAD)
     def audience_upload() -> Any:
@@ -297,15 +386,81 @@ def add_messaging_routes(app: Flask, state: Any) -> None:
         if problem is not None:
             return problem
         body = request.get_json(silent=True)
-        if not isinstance(body, dict) or not isinstance(body.get("description"), str) or not body["description"] \
-                or not isinstance(body.get("audiences", []), list):
-            return bad([("description", "must be specified")])
-        ids = [a.get("id") for a in body.get("audiences", []) if isinstance(a, dict)]
+        if not isinstance(body, dict) or not isinstance(body.get("description"), str) \
+                or not 1 <= len(body["description"]) <= 120:
+            return bad([("description", "Length must be between 1 and 120")])
+        ids, errors = audience_ids(body)
+        if errors:
+            return bad(errors)
+        now = state.clock()
         with state.lock:
-            gid = len(state.oa.audiences) + 1000
-            state.oa.audiences[gid] = [i for i in ids if isinstance(i, str)]
-        return jsonify({"audienceGroupId": gid, "type": "UPLOAD", "description": body["description"],
-                        "created": int(state.clock())}), 202
+            gid = 10**12 + secrets.randbelow(9 * 10**12)  # LINE: a 13-digit number
+            state.oa.audiences[gid] = {"id": gid, "description": body["description"], "members": ids, "created": now,
+                                       "ready_at": now + state.oa.audience_ready_s}
+            a = state.oa.audiences[gid]
+            out = {k: v for k, v in audience_json(a).items() if k not in ("status", "audienceCount")}
+        return jsonify(out), 202
+
+    @app.put(endpoints.AUDIENCE_UPLOAD)
+    def audience_add() -> Any:
+        problem = auth()
+        if problem is not None:
+            return problem
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or not isinstance(body.get("audienceGroupId"), int):
+            return bad([("audienceGroupId", "must be specified")])
+        ids, errors = audience_ids(body)
+        if errors or not ids:
+            return bad(errors or [("audiences", "must contain at least one user id")])
+        now = state.clock()
+        with state.lock:
+            a = state.oa.audiences.get(body["audienceGroupId"])
+            if a is None:
+                return jsonify({"message": "audience group not found"}), 404
+            if state.oa.audience_status(a, now) != "READY":
+                return jsonify({"message": "Another job for this audience is in progress"}), 400
+            a["members"] = list(dict.fromkeys(a["members"] + ids))
+            a["ready_at"] = now + state.oa.audience_ready_s
+        return jsonify({}), 202
+
+    @app.get(endpoints.AUDIENCE_GROUP)
+    def audience_get(audience_group_id: int) -> Any:
+        problem = auth()
+        if problem is not None:
+            return problem
+        with state.lock:
+            a = state.oa.audiences.get(audience_group_id)
+            if a is None:
+                return jsonify({"message": "audience group not found"}), 400
+            return jsonify({"audienceGroup": audience_json(a), "jobs": []})
+
+    @app.delete(endpoints.AUDIENCE_GROUP)
+    def audience_delete(audience_group_id: int) -> Any:
+        problem = auth()
+        if problem is not None:
+            return problem
+        with state.lock:
+            if state.oa.audiences.pop(audience_group_id, None) is None:
+                return jsonify({"message": "audience group not found"}), 400
+        return jsonify({})
+
+    @app.get(endpoints.INSIGHT_MESSAGE_EVENT)
+    def insight_message_event() -> Any:
+        problem = auth()
+        if problem is not None:
+            return problem
+        advance(state)
+        rid = request.args.get("requestId", "")
+        with state.lock:
+            sent = next((x for x in state.oa.sent if x["request_id"] == rid and x["kind"] in ("narrowcast", "broadcast")),
+                        None)
+            pending = rid in state.oa.narrowcasts and sent is None
+        if sent is None and not pending:
+            return jsonify({"message": "Not found"}), 404
+        overview = {"requestId": rid, "timestamp": int(sent["at"]) if sent else None,
+                    "delivered": len(sent["delivered"]) if sent else None, "uniqueImpression": None,
+                    "uniqueClick": None, "uniqueMediaPlayed": None, "uniqueMediaPlayed100Percent": None}
+        return jsonify({"overview": overview, "messages": [], "clicks": []})
 
     @app.get(endpoints.BOT_PROFILE)
     def bot_profile(user_id: str) -> Any:
@@ -461,6 +616,7 @@ def add_messaging_routes(app: Flask, state: Any) -> None:
 
     @app.get(endpoints.SANDBOX_SENT)
     def sandbox_sent() -> Any:
+        advance(state)
         with state.lock:
             return jsonify({"sent": list(state.oa.sent), "quota": {"limit": state.oa.quota_limit,
                                                                     "used": state.oa.quota_used}})
@@ -468,6 +624,7 @@ def add_messaging_routes(app: Flask, state: Any) -> None:
 
 def sent_to(state: Any, user_id: str) -> list[dict]:
     """Every message (with its kind) the OA sent to `user_id`, pushes included, oldest first."""
+    advance(state)
     with state.lock:
         return [dict(m, kind=s["kind"], retry_key=s["retry_key"]) for s in state.oa.sent if user_id in s["to"]
                 for m in s["messages"]]

@@ -5,6 +5,7 @@ so the app holds no global state and a test can run it against real or in-memory
 """
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -53,12 +54,15 @@ def create_app(config: Config, services: PortalServices) -> Flask:
         TERMS_TEMPLATES=terms_templates(config.portal.terms_version),
     )
     app.extensions["skillspot"] = services
+    # Rendered splash pages by (language, path and query, browser kind, online): 256 of them
+    # cover every real variant; the bound keeps odd query strings from growing it.
+    app.extensions["skillspot.splash"] = functools.lru_cache(maxsize=256)(login.render_splash)
     init_i18n(app, config.box.data_dir / "portal-translations")
-    app.register_blueprint(captive.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(login.bp)
     app.register_blueprint(admin.bp)
     _error_pages(app)
+    app.wsgi_app = captive.Interceptor(app.wsgi_app, config, services.gate)  # type: ignore[method-assign]
     return app
 
 

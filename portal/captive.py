@@ -9,56 +9,81 @@ lands here (a connection opened before the gate changed), it gets the answer its
 """
 from __future__ import annotations
 
+from html import escape
 from urllib.parse import quote
 
-from flask import Blueprint, Response, redirect, request
-
-from portal.clients import authorisation_for, client_ip
-from portal.context import config
+from base.config import Config
+from netcfg.gate import Gate, GateError
+from portal.clients import authorisation_of
 from portal.probes import find_probe
 
-bp = Blueprint("captive", __name__)
+NO_CACHE = [("Cache-Control", "no-store, no-cache, must-revalidate"), ("Pragma", "no-cache"), ("Expires", "0")]
+CLOSE_KEY = "skillspot.close_connection"  # read by portal.cli.close_when_asked
+_STATUS = {200: "200 OK", 204: "204 No Content", 302: "302 Found"}
 
-NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate", "Pragma": "no-cache", "Expires": "0"}
 
-
-def is_portal_host(host: str) -> bool:
+def is_portal_host(host: str, cfg: Config) -> bool:
     """True if the request was addressed to the portal itself (by name or LAN address)."""
-    cfg = config()
     name = host.rsplit(":", 1)[0].strip("[]").lower()
     return name in {cfg.portal.hostname.lower(), str(cfg.network.lan_address.ip)}
 
 
-def probe_answer(host: str, path: str) -> Response | None:
-    """The "online" answer for a known OS probe, or None if (host, path) is not one."""
+def probe_answer(host: str, path: str) -> tuple[int, list[tuple[str, str]], bytes] | None:
+    """The "online" answer (status, headers, body) for a known OS probe, or None if
+    (host, path) is not one."""
     probe = find_probe(host, path)
     if probe is None:
         return None
-    resp = Response(probe.body, status=probe.status)
-    if probe.content_type:
-        resp.headers["Content-Type"] = probe.content_type
-    else:
-        resp.headers.remove("Content-Type")
-    for name, value in probe.headers:
-        resp.headers[name] = value
-    resp.headers.update(NO_CACHE)
-    return resp
+    headers = [("Content-Type", probe.content_type)] if probe.content_type else []
+    headers += [*probe.headers, *NO_CACHE, ("Content-Length", str(len(probe.body)))]
+    return probe.status, headers, probe.body
 
 
-@bp.before_app_request
-def intercept_foreign_hosts() -> Response | None:
-    """Answer requests for other hosts: a probe of an authorised device gets its OS's success
-    answer; everything else is redirected, uncached, to the splash page."""
-    if is_portal_host(request.host):
-        return None
-    # This connection leads to the portal only because the firewall redirected it: close it
-    # after the answer, so the browser's next request (after the login) opens a new one.
-    request.environ["skillspot.close_connection"] = True
-    if authorisation_for(client_ip()) is not None:
-        answer = probe_answer(request.host, request.path)
-        if answer is not None:
-            return answer
-    target = f"{config().portal.base_url}/?from={quote(request.url, safe='')}"
-    resp = redirect(target, code=302)
-    resp.headers.update(NO_CACHE)
-    return resp
+class Interceptor:
+    """WSGI middleware in front of the portal's Flask app: requests for any other host are
+    answered here, without Flask.
+
+    Every phone that joins sends these (OS probes, apps' background requests) until its visitor
+    logs in, many per minute at a busy office, and each answer is fixed: a probe of an
+    authorised device gets its OS's success answer; everything else a 302, uncached, to the
+    splash page. Going through Flask's request context, session and i18n for them cost several
+    times the answer itself.
+    """
+
+    def __init__(self, app, config: Config, gate: Gate) -> None:
+        self.app, self.config, self.gate = app, config, gate
+        self.splash = f"{config.portal.base_url}/"
+
+    def __call__(self, environ, start_response):
+        host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
+        if is_portal_host(host, self.config):
+            return self.app(environ, start_response)
+        # This connection leads to the portal only because the firewall redirected it: close it
+        # after the answer, so the browser's next request (after the login) opens a new one.
+        environ[CLOSE_KEY] = True
+        path = environ.get("PATH_INFO", "") or "/"
+        if self._authorised(environ.get("REMOTE_ADDR", "")):
+            answer = probe_answer(host, path)
+            if answer is not None:
+                status, headers, body = answer
+                start_response(_STATUS[status], headers)
+                return [body]
+        query = environ.get("QUERY_STRING", "")
+        asked = f"{environ.get('wsgi.url_scheme', 'http')}://{host}{quote(path)}{'?' + query if query else ''}"
+        target = f"{self.splash}?from={quote(asked, safe='')}"
+        body = f'<!doctype html>\n<title>WiFi login</title>\n<a href="{escape(target)}">{escape(target)}</a>\n'.encode()
+        start_response("302 Found", [("Location", target), ("Content-Type", "text/html; charset=utf-8"),
+                                     ("Content-Length", str(len(body))), *NO_CACHE])
+        return [body]
+
+    def _authorised(self, ip: str) -> bool:
+        """Whether the gate lets the device at `ip` through (the same rule as the pages use:
+        when the MAC behind `ip` is known it must be the authorised one). A device the gate
+        cannot answer for (the gate down, an IPv6 address: the gate keys devices by IPv4) is
+        sent to the portal, whose pages say what is going on."""
+        if not ip or ":" in ip:
+            return False
+        try:
+            return authorisation_of(self.gate, ip) is not None
+        except GateError:
+            return False

@@ -12,6 +12,8 @@ import sys
 
 import click
 
+from portal.captive import CLOSE_KEY  # set by the interception middleware
+
 # Threaded workers keep a visitor's connection open between requests (HTTP keep-alive), so an
 # HTTPS client pays one TLS handshake per connection instead of one per request. A few threads
 # cover the network waits (handshakes, slow phones); the GIL runs one request per worker at a time.
@@ -83,8 +85,6 @@ def _dual_port_worker_class():
 
 
 _TLS_LISTENER: tuple[int, str, str] | None = None  # (port, certfile, keyfile), set before the fork
-
-CLOSE_KEY = "skillspot.close_connection"
 
 
 def close_when_asked(app):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from flask import request
 
 from ledger.records import latest_lease
-from netcfg.gate import Authorisation
+from netcfg.gate import Authorisation, Gate
 from portal.context import services
 
 
@@ -37,12 +37,15 @@ def authorisation_for(ip: str) -> Authorisation | None:
     When the MAC behind `ip` is known it must be the authorised one: an address reused by
     another device after a lease change is not that device's session.
     """
-    if not ip:
-        return None
-    matches = services().gate.authorised(ip=ip)  # one index look-up in the gate, never a set dump
+    return authorisation_of(services().gate, ip) if ip else None
+
+
+def authorisation_of(gate: Gate, ip: str) -> Authorisation | None:
+    """`authorisation_for` with the gate given (outside a request: the interception middleware)."""
+    matches = gate.authorised(ip=ip)  # one index look-up in the gate, never a set dump
     if not matches:
         return None
-    mac = services().gate.mac_for_ip(ip)
+    mac = gate.mac_for_ip(ip)
     for auth in matches:
         if mac is None or auth.mac == mac:
             return auth

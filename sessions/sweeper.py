@@ -14,6 +14,13 @@ can stop a login or an end half-way (see sessions/manager.py for the write order
   7. an end whose process died after its "session_ending" intent -> finished: the device is
      revoked and its logins closed with the intent's reason (an admin's revoke is never lost)
 
+A full pass (at the gate's start and every `full_every` seconds, an hour by default) reads every
+unclosed login; the passes between read only what changed: logins newer than the last pass
+saw, logins whose expiry fell since, and intents since (a device with a new login is always
+settled again, so a relogin is found). At 100,000 devices reading every live login each pass
+held the gate's interpreter for a quarter of a second every sweep. The idle set is read in a
+child process when the index is large (netcfg/idlescan.py).
+
 Candidates are found without the admission lock (reading the idle set takes long at 100,000
 devices) and each is checked again, cheaply, under it before anything is written, so a login
 or an end running meanwhile is never undone. A logout row for a session the kernel ended is
@@ -27,8 +34,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ledger.records import events_of, events_since, live_logins_of, log_event, unclosed_ids, unclosed_logins
+from ledger.records import (events_of, events_since, last_login_id, live_logins_of, log_event, unclosed_ids,
+                            unclosed_logins)
 from netcfg.gated import Entry, GateService
+from netcfg.idlescan import CHILD_ABOVE, idle_among
 from sessions.manager import SessionManager
 
 log = logging.getLogger("skillspot.sweeper")
@@ -50,13 +59,18 @@ class Sweeper:
     """One reconciliation pass at a time over a GateService (in the gate process) and the ledger."""
 
     def __init__(self, sessions: SessionManager, service: GateService, active_keys: Callable[[], set[tuple[str, str]]],
-                 idle_every: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 idle_every: float = 10.0, clock: Callable[[], float] = time.monotonic,
+                 full_every: float = 3600.0, child_above: int = CHILD_ABOVE) -> None:
         self.sessions = sessions
         self.service = service
         self.active_keys = active_keys
         self.idle_every = idle_every
         self.clock = clock
+        self.full_every = full_every
+        self.child_above = child_above
         self._last_wall_ms: int | None = None
+        self._last_full: float | None = None
+        self._seen_login_id = 0  # every login up to this id was looked at by an earlier pass
         self._next_idle_read = 0.0
         self.last_idle_read_s: float | None = None
 
@@ -70,27 +84,38 @@ class Sweeper:
         t0 = self.clock()
         ledger = self.sessions.ledger
         wall_ms = ledger.now_ms()
-        if active is None and t0 >= self._next_idle_read:
-            active = self.active_keys()
+        full = self._last_full is None or t0 - self._last_full >= self.full_every
+        index = self.service.snapshot()
+        idle_keys: set[tuple[str, str]] | None = None
+        if active is not None:
+            idle_keys = {(m, e.ip) for m, e in index.items() if (m, e.ip) not in active}
+        elif t0 >= self._next_idle_read:
+            idle_keys = idle_among(((m, e.ip) for m, e in index.items()), self.active_keys, self.child_above)
             self.last_idle_read_s = self.clock() - t0
             self._next_idle_read = t0 + max(self.idle_every, 10 * self.last_idle_read_s)
-        index = self.service.snapshot()
         since = None if self._last_wall_ms is None else self._last_wall_ms - 60_000
-        unclosed = unclosed_logins(ledger, expired_since_ms=since)
+        seen_up_to = last_login_id(ledger)  # read before the rows: a login committed meanwhile is read again next time
+        if full:
+            unclosed = unclosed_logins(ledger, expired_since_ms=since)
+        else:
+            unclosed = unclosed_logins(ledger, expired_since_ms=since, newer_than_id=self._seen_login_id,
+                                       expired_until_ms=wall_ms)
 
         now = self.clock()
         expired = [(m, e) for m, e in index.items() if e.until <= now]
-        idle = [] if active is None else [(m, e) for m, e in index.items()
-                                           if e.until > now and (m, e.ip) not in active and e.since < t0]
+        idle = [] if idle_keys is None else [(m, e) for m, e in index.items()
+                                             if e.until > now and (m, e.ip) in idle_keys and e.since < t0]
         timed_out = [r for r in unclosed if r["expires_ms"] <= wall_ms]
         by_mac: dict[str, list[dict]] = {}
         for row in unclosed:
             if row["expires_ms"] > wall_ms:
                 by_mac.setdefault(row["mac"], []).append(row)
-        # Devices whose live logins the index does not back one to one; the rest agree.
+        # Devices whose live logins the index does not back one to one; the rest agree. Between
+        # full passes `by_mac` holds only new logins, so each of their devices is settled from
+        # all its live logins (an older one may be a relogin's predecessor).
         unsettled = [m for m, rows in by_mac.items()
-                     if len(rows) > 1 or m not in index or index[m].ip != rows[0]["ip"]]
-        orphans = [m for m in index if m not in by_mac]
+                     if not full or len(rows) > 1 or m not in index or index[m].ip != rows[0]["ip"]]
+        orphans = [m for m in index if m not in by_mac] if full else []
         # Intents since the last pass (at start: within the longest session), still open.
         intent_floor = wall_ms - 8 * 86400 * 1000 if self._last_wall_ms is None else self._last_wall_ms - 60_000
         intents = [e for e in events_since(ledger, "session_ending", intent_floor)
@@ -120,6 +145,9 @@ class Sweeper:
                     log_event(ledger, "reconcile_removed", mac, ip=entry.ip, reason="no live login in the ledger")
                     report.removed += 1
         self._last_wall_ms = wall_ms
+        self._seen_login_id = seen_up_to
+        if full:
+            self._last_full = t0
         self.service.last_sweep = time.time()
         report.seconds = round(self.clock() - t0, 3)
         if report.closed or report.removed:

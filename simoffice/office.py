@@ -76,6 +76,11 @@ class Office:
         return self.workdir / "data"
 
     @property
+    def web_access_log(self) -> Path:
+        """The internet web server's access log (combined format with the client's port, Bangkok time)."""
+        return self.workdir / "internet-access.log"
+
+    @property
     def gate_socket(self) -> Path:
         """This office's gate socket (a file of its own run: Unix sockets are not per namespace)."""
         return self.workdir / "gate.sock"
@@ -266,7 +271,8 @@ class Office:
             "--pid-file", f"--listen-address={INET_GW_IP}", "--bind-interfaces",
             # LINE's hosts go to the sandbox, every other name to the one web server.
             f"--address=/line.me/{LINE_IP}", f"--address=/line-scdn.net/{LINE_IP}", f"--address=/#/{WEB_IP}"])
-        self.spawn("internet-web", self.inet_ns, [sys.executable, "-m", "simoffice.internet", WEB_IP, "80", "443"])
+        self.spawn("internet-web", self.inet_ns, [sys.executable, "-m", "simoffice.internet", "--access-log",
+                                                  str(self.web_access_log), WEB_IP, "80", "443"])
         self.spawn("line-sandbox", self.inet_ns, self.skillspot("line-sandbox", "--host", LINE_IP, "--port", "80"))
         self.wait_tcp(self.inet_ns, INET_GW_IP, 53, "internet-dns")
         self.wait_tcp(self.inet_ns, WEB_IP, 80, "internet-web")

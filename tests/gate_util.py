@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
+from typing import Iterator
 from pathlib import Path
 
 from ledger.db import open_ledger
@@ -137,3 +139,15 @@ class GateBox:
     def close(self) -> None:
         self.kill()
         subprocess.run(["ip", "netns", "del", self.ns], check=False)
+
+
+@contextmanager
+def started_gate_box(tmp: Path, **kwargs) -> Iterator[GateBox]:
+    """A GateBox with its gate started, closed (gate killed, namespace deleted) however the
+    block ends; `kwargs` go to GateBox."""
+    box = GateBox(tmp, **kwargs)
+    try:
+        box.start()
+        yield box
+    finally:
+        box.close()

@@ -15,7 +15,7 @@ import pytest
 
 from base.faults import FAULT_EXIT
 from netcfg.gate import GateError, GateUnavailable
-from gate_util import GateBox
+from gate_util import GateBox, started_gate_box
 
 pytestmark = pytest.mark.netns
 MAC, IP = "02:00:00:00:aa:01", "10.99.0.61"
@@ -23,24 +23,16 @@ MAC, IP = "02:00:00:00:aa:01", "10.99.0.61"
 
 @pytest.fixture
 def box(tmp_path):
-    b = GateBox(tmp_path)
-    try:
-        b.start()
+    with started_gate_box(tmp_path) as b:
         yield b
-    finally:
-        b.close()
 
 
 @pytest.fixture
 def quiet_box(tmp_path):
     """A gate whose sweeper does not run during the test (it would remove devices let in
     without a login, as the protocol tests do)."""
-    b = GateBox(tmp_path, sweep_seconds=300)
-    try:
-        b.start()
+    with started_gate_box(tmp_path, sweep_seconds=300) as b:
         yield b
-    finally:
-        b.close()
 
 
 def wait_for(condition, what: str, timeout: float = 15):

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from base.config import load_config
-from gate_util import GateBox
+from gate_util import started_gate_box
 from provisioning.dnsmasq import write_dnsmasq
 
 pytestmark = pytest.mark.netns
@@ -23,12 +23,8 @@ def run_hook(hook, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def box(tmp_path):
-    b = GateBox(tmp_path)
-    try:
-        b.start()
+    with started_gate_box(tmp_path) as b:
         yield b
-    finally:
-        b.close()
 
 
 def test_the_gate_records_the_lease_and_lets_a_returning_device_in(box, tmp_path):

@@ -13,7 +13,7 @@ from linebot.v3 import SignatureValidator
 from werkzeug.serving import make_server
 
 from lineapi import sandbox_oa
-from lineapi.sandbox import default_users
+from lineapi.sandbox import SandboxUser, default_users
 from lineapi.testing import FakeClock, running_sandbox
 
 SOMCHAI, MALEE, NIRAN = (u.user_id for u in default_users())
@@ -88,7 +88,9 @@ def test_reply_token_works_once_and_for_a_minute():
 
 
 def test_bulk_sends_retry_keys_quota_and_429():
-    with running_sandbox(channel_id="1", channel_secret="f" * 32, messaging_access_token=TOKEN, message_quota=5) as sb:
+    clock = FakeClock(1_764_800_000.0)
+    with running_sandbox(channel_id="1", channel_secret="f" * 32, messaging_access_token=TOKEN, message_quota=5,
+                         clock=clock) as sb:
         msg = {"type": "text", "text": "ข่าว"}
         key = str(uuid.uuid4())
         r = requests.post(sb.url + "/v2/bot/message/multicast", json={"to": [SOMCHAI, MALEE], "messages": [msg]},
@@ -102,29 +104,105 @@ def test_bulk_sends_retry_keys_quota_and_429():
         bad = requests.post(sb.url + "/v2/bot/message/multicast", json={"to": ["nobody"], "messages": [msg]},
                             headers=AUTH, timeout=5)
         assert bad.status_code == 400 and bad.json()["details"][0]["property"] == "to"
-        # narrowcast to an uploaded audience: only friends receive; progress readable
+        # a narrowcast to an audience under 50 people is accepted, then fails (LINE's errorCode 4):
+        # nothing delivered, the quota given back
+        clock.advance(5)  # past any upload job
         g = requests.post(sb.url + "/v2/bot/audienceGroup/upload",
                           json={"description": "Lampang", "audiences": [{"id": SOMCHAI}, {"id": NIRAN}]},
                           headers=AUTH, timeout=5).json()["audienceGroupId"]
+        clock.advance(1)
         r = requests.post(sb.url + "/v2/bot/message/narrowcast",
                           json={"messages": [msg], "recipient": {"type": "audience", "audienceGroupId": g}},
                           headers={**AUTH, "X-Line-Retry-Key": str(uuid.uuid4())}, timeout=5)
-        assert r.status_code == 202
+        assert r.status_code == 202 and sb.state.oa.quota_used == 3  # Niran, the only friend, counted
+        clock.advance(2)
         prog = requests.get(sb.url + "/v2/bot/message/progress/narrowcast",
                             params={"requestId": r.headers["x-line-request-id"]}, headers=AUTH, timeout=5).json()
-        assert prog["phase"] == "succeeded" and prog["successCount"] == 1  # Niran is the only friend
+        assert prog["phase"] == "failed" and prog["errorCode"] == 4 and prog["successCount"] == 0
+        assert sb.state.oa.quota_used == 2
+        r = requests.post(sb.url + "/v2/bot/message/multicast", json={"to": [SOMCHAI, MALEE], "messages": [msg]},
+                          headers=AUTH, timeout=5)
+        assert r.status_code == 200 and sb.state.oa.quota_used == 4
         # over the quota: 429, nothing sent, nothing counted
         r = requests.post(sb.url + "/v2/bot/message/multicast", json={"to": [SOMCHAI, MALEE, NIRAN], "messages": [msg]},
                           headers=AUTH, timeout=5)
         assert r.status_code == 429 and "monthly limit" in r.json()["message"]
-        assert sb.state.oa.quota_used == 3
+        assert sb.state.oa.quota_used == 4
         # 429 on demand (rate limit)
         sb.state.add_fault("broadcast", "429")
         assert requests.post(sb.url + "/v2/bot/message/broadcast", json={"messages": [msg]}, headers=AUTH,
                              timeout=5).status_code == 429
         assert requests.post(sb.url + "/v2/bot/message/broadcast", json={"messages": [msg]}, headers=AUTH,
                              timeout=5).status_code == 202
-        assert [s["kind"] for s in sb.state.oa.sent] == ["multicast", "narrowcast", "broadcast"]
+        assert [s["kind"] for s in sb.state.oa.sent] == ["multicast", "multicast", "broadcast"]
+
+
+def test_audiences_narrowcast_progress_and_statistics():
+    """LINE's audience life cycle (IN_PROGRESS → READY, one upload job at a time, <= 10,000 ids a
+    call), narrowcast phases (waiting → sending → succeeded), delivery only on success, blocked
+    friends not sent to, and the message statistics."""
+    clock = FakeClock(1_764_800_000.0)
+    people = [SandboxUser("U" + uuid.uuid4().hex, f"P{i}", None, is_friend=i != 0) for i in range(60)]
+    with running_sandbox(channel_id="1", channel_secret="f" * 32, messaging_access_token=TOKEN, message_quota=1000,
+                         clock=clock) as sb:
+        for p in people:
+            sb.state.put_user(p)
+        up = sb.url + "/v2/bot/audienceGroup/upload"
+        assert requests.post(up, json={"description": "x" * 121, "audiences": []}, headers=AUTH, timeout=5).status_code == 400
+        too_many = [{"id": "U" + uuid.uuid4().hex} for _ in range(10_001)]
+        assert requests.post(up, json={"description": "big", "audiences": too_many}, headers=AUTH,
+                             timeout=5).status_code == 400
+        r = requests.post(up, json={"description": "Lampang", "audiences": [{"id": p.user_id} for p in people[:40]]
+                                    + [{"id": "not-a-user-id"}]}, headers=AUTH, timeout=5)
+        assert r.status_code == 202
+        g = r.json()["audienceGroupId"]
+        info = requests.get(f"{sb.url}/v2/bot/audienceGroup/{g}", headers=AUTH, timeout=5).json()["audienceGroup"]
+        assert info["status"] == "IN_PROGRESS" and info["audienceCount"] == 40  # the bad id is not counted
+        msg = {"type": "text", "text": "ข่าว"}
+        body = {"messages": [msg], "recipient": {"type": "audience", "audienceGroupId": g}}
+        # not READY: refused; adding while the upload job runs: refused
+        assert requests.post(sb.url + "/v2/bot/message/narrowcast", json=body, headers=AUTH, timeout=5).status_code == 400
+        more = {"audienceGroupId": g, "audiences": [{"id": p.user_id} for p in people[40:]]}
+        assert requests.put(up, json=more, headers=AUTH, timeout=5).status_code == 400
+        clock.advance(1)
+        assert requests.put(up, json=more, headers=AUTH, timeout=5).status_code == 202
+        info = requests.get(f"{sb.url}/v2/bot/audienceGroup/{g}", headers=AUTH, timeout=5).json()["audienceGroup"]
+        assert info["status"] == "IN_PROGRESS" and info["audienceCount"] == 60
+        clock.advance(1)
+        key = str(uuid.uuid4())
+        r = requests.post(sb.url + "/v2/bot/message/narrowcast", json=body, headers={**AUTH, "X-Line-Retry-Key": key},
+                          timeout=5)
+        assert r.status_code == 202
+        rid = r.headers["x-line-request-id"]
+        again = requests.post(sb.url + "/v2/bot/message/narrowcast", json=body,
+                              headers={**AUTH, "X-Line-Retry-Key": key}, timeout=5)
+        assert again.status_code == 409 and again.headers["x-line-accepted-request-id"] == rid
+        assert sb.state.oa.quota_used == 59  # the friends among the 60
+
+        def progress() -> dict:
+            return requests.get(sb.url + "/v2/bot/message/progress/narrowcast", params={"requestId": rid},
+                                headers=AUTH, timeout=5).json()
+        assert progress()["phase"] == "waiting" and "successCount" not in progress()
+        stats = requests.get(sb.url + "/v2/bot/insight/message/event", params={"requestId": rid}, headers=AUTH,
+                             timeout=5).json()
+        assert stats["overview"]["delivered"] is None  # not all sent yet
+        assert sandbox_oa.sent_to(sb.state, people[1].user_id) == []
+        clock.advance(1)
+        assert progress()["phase"] == "sending"
+        sb.state.users[people[2].user_id].is_friend = False  # blocks the account while it is being sent
+        clock.advance(1)
+        p = progress()
+        assert p["phase"] == "succeeded" and p["targetCount"] == 59 and p["successCount"] == 58 and p["failureCount"] == 1
+        assert "completedTime" in p and "errorCode" not in p
+        assert sandbox_oa.sent_to(sb.state, people[1].user_id)[0]["text"] == "ข่าว"
+        assert sandbox_oa.sent_to(sb.state, people[0].user_id) == []  # never a friend
+        stats = requests.get(sb.url + "/v2/bot/insight/message/event", params={"requestId": rid}, headers=AUTH,
+                             timeout=5).json()
+        assert stats["overview"]["delivered"] == 58 and stats["overview"]["uniqueImpression"] is None
+        assert requests.get(sb.url + "/v2/bot/insight/message/event", params={"requestId": "nope"}, headers=AUTH,
+                            timeout=5).status_code == 404
+        assert requests.delete(f"{sb.url}/v2/bot/audienceGroup/{g}", headers=AUTH, timeout=5).status_code == 200
+        assert requests.get(f"{sb.url}/v2/bot/audienceGroup/{g}", headers=AUTH, timeout=5).status_code == 400
 
 
 def test_rich_menus():

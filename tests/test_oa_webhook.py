@@ -287,7 +287,21 @@ def test_staff_pages(c):
     data = http.get("/admin/oa/charts?csv=skills").get_data(as_text=True)
     assert "province,month,skill,trainees,vacancies" in data and "ลำปาง,2026-12,electrical,1,1" in data
     news = http.get("/admin/oa/news?province=ลำปาง").get_data(as_text=True)
-    assert "Recipients" in news and "Quota" in news
+    assert "ผู้รับ (ผู้ที่ยินยอม)" in news and "โควตาเดือนนี้" in news and "Recipients" not in news  # Thai first
+    # the staff pages switch language like the admin pages (Babel catalogue, ?lang= then the cookie)
+    en = http.get("/admin/oa/news?province=ลำปาง&lang=en").get_data(as_text=True)
+    assert "Recipients (people who agreed):" in en and "Quota this month:" in en and "โควตา" not in en
+    for path, th_words, en_words in (("/admin/oa/", ("อบรมและงาน", "หลักสูตร", "ตำแหน่งงาน", "เพิ่มรอบอบรม"),
+                                      ("Training and jobs", "Courses", "Vacancies", "Add session")),
+                                     (f"/admin/oa/sessions/{sid}/attendance", ("รหัสเช็คอิน", "เช็คอินเมื่อ"),
+                                      ("Check-in code", "Checked in")),
+                                     ("/admin/oa/charts", ("ตลาดแรงงาน", "ผู้ใช้ WiFi ต่อสำนักงานต่อวัน"),
+                                      ("Labour market", "WiFi visitors per office per day"))):
+        page_en = http.get(path).get_data(as_text=True)  # the cookie from the last ?lang=en keeps English
+        assert all(w in page_en for w in en_words) and not any(w in page_en for w in th_words), path
+        page_th = http.get(path + "?lang=th").get_data(as_text=True)
+        assert all(w in page_th for w in th_words) and not any(w in page_th for w in en_words), path
+        http.get(path + "?lang=en")
     # a viewer sees the sheet but cannot import or send news
     v = accounts.create(conn, "viewer1", "viewer", "another long password 2", "root", c.clock.ms)
     c.clock.ms += 60_000  # a fresh TOTP step

@@ -110,3 +110,23 @@ def test_an_unknown_device_is_not_let_in(portal):
         params = login_as(http, start(client))
     resp = callback(client, params)
     assert resp.status_code == 409 and svc.gate.authorised() == []
+
+
+def test_with_the_gate_down_a_probe_is_still_sent_to_the_portal(tmp_path):
+    """The interception answers without the gate when it cannot ask it; the splash page then
+    says "just a moment" (503) instead of a bare server error."""
+    from netcfg.gateclient import GateClient
+    text = EXAMPLE.read_text(encoding="utf-8").replace('data_dir = "/var/lib/skillspot"', f'data_dir = "{tmp_path}"')
+    (tmp_path / "c.toml").write_text(text, encoding="utf-8")
+    cfg = load_config(tmp_path / "c.toml")
+    gate = GateClient(tmp_path / "no-gate.sock", timeout=1)  # nothing listens there
+    ledger = open_ledger(cfg.ledger_path, cfg.box.id)
+    services = PortalServices(gate=gate, ledger=ledger, line=LineLogin(cfg.line),
+                              attempts=AttemptStore(tmp_path / "attempts.sqlite"),
+                              sessions=build_sessions(cfg, ledger, gate=gate))
+    client = create_app(cfg, services).test_client()
+    client.environ_base["REMOTE_ADDR"] = PHONE_IP
+    probe = client.get("/hotspot-detect.html", headers={"Host": "captive.apple.com"})
+    assert probe.status_code == 302 and probe.headers["Location"].startswith("http://wifi.dsd.go.th:8080/?from=")
+    splash = client.get("/", headers={"Host": "wifi.dsd.go.th:8080"})
+    assert splash.status_code == 503 and b"Traceback" not in splash.data

@@ -20,6 +20,7 @@ from flask_babel import gettext as _
 from central import accounts, audit, cases
 from central.admin import export as cexport
 from central.admin.context import ctx, db
+from central.admin.qr import qr_svg
 from central.admin.timefmt import parse as parse_time
 
 bp = Blueprint("cadmin", __name__, url_prefix="/admin",
@@ -425,7 +426,10 @@ def audit_log():
 def account_list(status: int = 200, error: str | None = None, created=None):
     rows = accounts.all_accounts(db())
     log("view_accounts", {}, len(rows))
-    return page("admin/accounts.html", status, accounts=rows, error=error, created=created, roles=accounts.ROLES)
+    # The new key's otpauth URI as a QR code beside the text, for the authenticator app to scan.
+    qr = qr_svg(created.totp_uri, "totp-qr", _("TOTP key for %(name)s", name=created.account.name)) if created else None
+    return page("admin/accounts.html", status, accounts=rows, error=error, created=created, created_qr=qr,
+                roles=accounts.ROLES)
 
 
 @bp.post("/accounts")

@@ -24,13 +24,18 @@ from typing import Any, Callable
 from urllib.parse import parse_qs
 
 from central.oa import messages as M
-from central.oa.line import LineClient, dumps
+from central.oa.line import LineClient, LineError, dumps
 
 log = logging.getLogger("central.oa")
 DAY_MS = 86_400_000
 WEEK_MS = 7 * DAY_MS
 MAX_ATTEMPTS = 8
 CONSENT_KINDS = ("messages", "jobs", "auto_checkin")
+# LINE fails a narrowcast whose audience has fewer than 50 people (progress errorCode 4): smaller
+# groups go as multicasts of known user ids instead
+NARROWCAST_MIN = 50
+AUDIENCE_UPLOAD_MAX = 10_000  # user ids per audience upload call (JSON)
+POLL_MS = 2_000               # how often an audience's status or a narrowcast's progress is read
 
 
 class OaError(Exception):
@@ -548,13 +553,19 @@ class Oa:
             WHERE r.status = 'confirmed' AND s.starts_ms <= ? AND s.ends_ms >= ?
               AND NOT EXISTS (SELECT 1 FROM oa_attendance a WHERE a.session_id = s.id AND a.user_id = r.user_id)""",
                       (now, now - lookback_ms))
+        agreed = set(self.consenting("auto_checkin"))
+        cands = [c for c in cands if c["user_id"] in agreed]
+        if not cands:
+            return 0
+        # one store query per pass for every candidate, not one per trainee
+        by_user: dict[str, list[dict]] = {}
+        for x in self.store.logins_of_users(sorted({c["user_id"] for c in cands}), min(c["starts_ms"] for c in cands),
+                                            max(c["ends_ms"] for c in cands)):
+            by_user.setdefault(x["line_user_id"], []).append(x)
         n = 0
         for c in cands:
-            if not self.consents(c["user_id"], "auto_checkin"):
-                continue
-            sessions = self.store.sessions_for_user(c["user_id"], c["starts_ms"], c["ends_ms"])
-            hits = [x for x in sessions if x.get("line_user_id") == c["user_id"] and x.get("office") == c["office"]
-                    and x["login_ms"] <= c["ends_ms"]]
+            hits = [x for x in by_user.get(c["user_id"], []) if x["office"] == c["office"]
+                    and x["login_ms"] <= c["ends_ms"] and x["end_ms"] >= c["starts_ms"]]
             if hits and self._attend(c["session_id"], c["user_id"], max(c["starts_ms"], min(h["login_ms"] for h in hits)),
                                      "wifi"):
                 n += 1
@@ -832,7 +843,8 @@ class Oa:
         n = len(self.audience(office, province))
         return {"recipients": n, "limit": limit, "used": used,
                 "remaining": None if limit is None else limit - used,
-                "fits": limit is None or used + n <= limit}
+                "fits": limit is None or used + n <= limit,
+                "how": "narrowcast" if n >= NARROWCAST_MIN else "multicast"}
 
     def send_broadcast(self, text_th: str, text_en: str, office: str, province: str, by: str,
                        send_at_ms: int | None = None) -> dict:
@@ -881,12 +893,128 @@ class Oa:
         users = self.audience(b["office"], b["province"])
         conn.execute("UPDATE oa_broadcasts SET status = 'sent', recipients = ?, detail = ? WHERE id = ?",
                      (len(users), f"quota before: {p['used']}/{p['limit']}", bid))
-        if users:
-            self.queue_multicast(users, [M.text(text_th, text_en, [M.postback("หยุด Stop", "a=stop")])], f"broadcast:{bid}")
-        return dict(p, recipients=len(users), id=bid, scheduled=False)
+        msgs = [M.text(text_th, text_en, [M.postback("หยุด Stop", "a=stop")])]
+        # Never LINE's broadcast: it reaches every friend of the account, including people who never
+        # agreed (or followed before the centre saw them), and the consent rule forbids that. A group
+        # large enough for LINE's narrowcast goes to an uploaded audience of exactly the people who
+        # agreed; a smaller one as multicasts.
+        if len(users) >= NARROWCAST_MIN:
+            self.queue_narrowcast(bid, users, msgs)
+        elif users:
+            self.queue_multicast(users, msgs, f"broadcast:{bid}")
+        return dict(p, recipients=len(users), id=bid, scheduled=False,
+                    how="narrowcast" if len(users) >= NARROWCAST_MIN else "multicast")
 
     def broadcasts(self) -> list[dict]:
-        return _rows(self.connect(), "SELECT * FROM oa_broadcasts ORDER BY id DESC LIMIT 100")
+        """Past and scheduled sends, newest first, each with its narrowcast's progress if it had one."""
+        return _rows(self.connect(), """
+            SELECT b.*, n.step, n.phase, n.target_count, n.success_count, n.failure_count, n.error_code, n.delivered,
+                   n.error AS send_error FROM oa_broadcasts b LEFT JOIN oa_narrowcasts n ON n.broadcast_id = b.id
+            ORDER BY b.id DESC LIMIT 100""")
+
+    # ================================================================ narrowcast to an uploaded audience
+    def queue_narrowcast(self, broadcast_id: int, users: list[str], msgs: list[dict]) -> int:
+        """Queue a narrowcast of `msgs` to an audience of `users` (its retry key made now and reused
+        on every attempt). The worker builds the audience, waits until LINE has it READY, sends, and
+        follows the progress (`flush_narrowcasts`)."""
+        now = self.clock_ms()
+        nid = self.connect().execute(
+            "INSERT INTO oa_narrowcasts (broadcast_id, users, messages, retry_key, step, next_ms, created_ms, updated_ms) "
+            "VALUES (?, ?, ?, ?, 'audience', ?, ?, ?)",
+            (broadcast_id, dumps(users), dumps(msgs[:5]), str(uuid.uuid4()), now, now, now)).lastrowid
+        self.wake.set()
+        return nid
+
+    def flush_narrowcasts(self, limit: int = 20) -> int:
+        """Move due narrowcasts one step on (audience → upload → send → track → done); returns how
+        many were looked at. Errors LINE may recover from back off and retry with the same key."""
+        with self.work_lock:
+            due = _rows(self.connect(), "SELECT * FROM oa_narrowcasts WHERE step IN ('audience', 'upload', 'send', 'track') "
+                                        "AND next_ms <= ? ORDER BY id LIMIT ?", (self.clock_ms(), limit))
+            for nc in due:
+                try:
+                    self._narrowcast_step(nc)
+                except LineError as exc:
+                    attempts = nc["attempts"] + 1
+                    if exc.retry and attempts < MAX_ATTEMPTS:
+                        self._nc_update(nc["id"], attempts=attempts, error=str(exc)[:300],
+                                        next_ms=self.clock_ms() + min(600_000, 1000 * 2 ** (attempts - 1)))
+                    else:
+                        self._nc_end(nc, "failed", attempts=attempts, error=str(exc)[:300])
+            return len(due)
+
+    def _nc_update(self, nid: int, **cols: Any) -> None:
+        cols["updated_ms"] = self.clock_ms()
+        self.connect().execute(f"UPDATE oa_narrowcasts SET {', '.join(k + ' = ?' for k in cols)} WHERE id = ?",
+                               (*cols.values(), nid))
+
+    def _nc_end(self, nc: dict, step: str, **cols: Any) -> None:
+        """Finish a narrowcast (done or failed) and delete its audience: it served its one send, and
+        LINE keeps only a limited number of audiences per account."""
+        self._nc_update(nc["id"], step=step, **cols)
+        if nc.get("audience_id"):
+            try:
+                self.line.delete_audience(nc["audience_id"])
+            except LineError as exc:  # harmless: an unused audience, listed in LINE's console
+                log.warning("could not delete audience %s: %s", nc["audience_id"], exc)
+
+    def _narrowcast_step(self, nc: dict) -> None:
+        now, step, users = self.clock_ms(), nc["step"], json.loads(nc["users"])
+        if step == "audience":
+            # consent is checked again now: someone who stopped since the send was queued is left out
+            agreed = set(self.consenting("messages"))
+            users = [u for u in users if u in agreed]
+            if len(users) < NARROWCAST_MIN:
+                if users:
+                    self.queue_multicast(users, json.loads(nc["messages"]), f"broadcast:{nc['broadcast_id']}")
+                self._nc_update(nc["id"], step="multicast", users=dumps(users), target_count=len(users))
+                return
+            aid = self.line.create_audience(f"skillspot news {nc['broadcast_id']}", users[:AUDIENCE_UPLOAD_MAX])
+            self._nc_update(nc["id"], step="upload", users=dumps(users), audience_id=aid,
+                            uploaded=min(len(users), AUDIENCE_UPLOAD_MAX), attempts=0, error=None, next_ms=now + POLL_MS)
+        elif step == "upload":
+            status, _count = self.line.audience_status(nc["audience_id"])
+            if status == "IN_PROGRESS":
+                self._nc_update(nc["id"], next_ms=now + POLL_MS)
+            elif status != "READY":
+                self._nc_end(nc, "failed", error=f"LINE's audience is {status}")
+            elif nc["uploaded"] < len(users):
+                # LINE takes one upload job per audience at a time: the next chunk after READY
+                chunk = users[nc["uploaded"]:nc["uploaded"] + AUDIENCE_UPLOAD_MAX]
+                self.line.add_to_audience(nc["audience_id"], chunk)
+                self._nc_update(nc["id"], uploaded=nc["uploaded"] + len(chunk), attempts=0, next_ms=now + POLL_MS)
+            else:
+                self._nc_update(nc["id"], step="send", attempts=0, error=None)
+                self._narrowcast_step(dict(nc, step="send", attempts=0))
+        elif step == "send":
+            res = self.line.narrowcast(nc["audience_id"], json.loads(nc["messages"]), nc["retry_key"])
+            attempts = nc["attempts"] + 1
+            if res.outcome == "sent":
+                self._nc_update(nc["id"], step="track", request_id=res.value or None, attempts=0, error=None,
+                                next_ms=now + POLL_MS)
+            elif res.outcome == "retry" and attempts < MAX_ATTEMPTS:
+                self._nc_update(nc["id"], attempts=attempts, error=f"HTTP {res.status} {res.detail}"[:300],
+                                next_ms=now + min(600_000, 1000 * 2 ** (attempts - 1)))
+            else:
+                self._nc_end(nc, "failed", attempts=attempts, error=f"HTTP {res.status} {res.detail}"[:300])
+        elif step == "track":
+            if not nc["request_id"]:  # accepted earlier, but LINE did not name the request: nothing to follow
+                self._nc_end(nc, "done")
+                return
+            p = self.line.narrowcast_progress(nc["request_id"])
+            counts = {"phase": p["phase"], "target_count": p["target"], "success_count": p["success"],
+                      "failure_count": p["failure"]}
+            if p["phase"] in ("waiting", "sending"):
+                self._nc_update(nc["id"], next_ms=now + POLL_MS, **counts)
+            elif p["phase"] == "succeeded":
+                try:
+                    delivered = self.line.delivered(nc["request_id"])
+                except LineError:
+                    delivered = None  # LINE's statistics may come later; the progress counts stand
+                self._nc_end(nc, "done", delivered=delivered, **counts)
+            else:
+                self._nc_end(nc, "failed", error_code=p["error_code"],
+                             error=f"LINE errorCode {p['error_code']}: {p['failed_description'] or ''}"[:300], **counts)
 
     # ================================================================ charts
     def chart_trainees_vs_vacancies(self) -> list[dict]:

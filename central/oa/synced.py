@@ -3,7 +3,8 @@ unticked consent to OA messages (ledger `events` rows of kind `oa_consent`, whic
 into the store's `box_rows`), WiFi visitors per office per day, and friends the WiFi brought
 (logins whose LINE login added the OA as a friend: `friendship_changed` = 1).
 
-Read-only aggregate queries over the store's tables through `Store.q`; the store owns the DDL.
+The store owns its SQL (`Store.oa_consent_events`, `visitors_per_box_day`,
+`friends_brought_per_box_month`); this module turns boxes into offices and keeps the high-water mark.
 """
 from __future__ import annotations
 
@@ -20,9 +21,7 @@ def import_portal_consents(oa: Oa, store: Any) -> int:
     conn = oa.connect()
     row = _one(conn, "SELECT v FROM oa_kv WHERE k = 'portal_consent_hw'")
     hw = int(row["v"]) if row else 0
-    rows = store.q("SELECT data, received_ms FROM {db}.box_rows FINAL WHERE tbl = 'events' AND received_ms > {hw:Int64} "
-                   "AND JSONExtractString(data, 'kind') = 'oa_consent' ORDER BY received_ms, at_ms LIMIT 100000",
-                   {"hw": hw})
+    rows = store.oa_consent_events(hw)
     n = 0
     for r in rows:
         data = json.loads(r["data"])
@@ -41,10 +40,7 @@ def import_portal_consents(oa: Oa, store: Any) -> int:
 
 def wifi_visitors(store: Any, start_ms: int, end_ms: int) -> list[dict]:
     """Distinct visitors (LINE user, else device) per office per Bangkok day."""
-    rows = store.q("SELECT box_id, toString(toDate(fromUnixTimestamp64Milli(at_ms), 'Asia/Bangkok')) AS day, "
-                   "uniqExact(if(line_user_id != '', line_user_id, mac)) AS visitors FROM {db}.logins FINAL "
-                   "WHERE at_ms >= {s:Int64} AND at_ms < {e:Int64} GROUP BY box_id, day ORDER BY day, box_id LIMIT 100000",
-                   {"s": start_ms, "e": end_ms})
+    rows = store.visitors_per_box_day(start_ms, end_ms)
     out: dict[tuple, int] = {}
     for r in rows:
         office = store.office_of(r["box_id"]) or r["box_id"]
@@ -54,12 +50,9 @@ def wifi_visitors(store: Any, start_ms: int, end_ms: int) -> list[dict]:
 
 def friends_brought(store: Any, start_ms: int, end_ms: int) -> list[dict]:
     """LINE users who added the OA as a friend while logging into the WiFi, per office per month."""
-    rows = store.q("SELECT box_id, toString(toStartOfMonth(fromUnixTimestamp64Milli(at_ms), 'Asia/Bangkok')) AS m, "
-                   "uniqExact(line_user_id) AS friends FROM {db}.logins FINAL WHERE friendship_changed = 1 "
-                   "AND line_user_id != '' AND at_ms >= {s:Int64} AND at_ms < {e:Int64} GROUP BY box_id, m "
-                   "ORDER BY m, box_id LIMIT 100000", {"s": start_ms, "e": end_ms})
+    rows = store.friends_brought_per_box_month(start_ms, end_ms)
     out: dict[tuple, int] = {}
     for r in rows:
         office = store.office_of(r["box_id"]) or r["box_id"]
-        out[(office, r["m"][:7])] = out.get((office, r["m"][:7]), 0) + int(r["friends"])
+        out[(office, r["month"])] = out.get((office, r["month"]), 0) + int(r["friends"])
     return [{"office": k[0], "month": k[1], "friends": v} for k, v in sorted(out.items(), key=lambda kv: (kv[0][1], kv[0][0]))]

@@ -28,7 +28,7 @@ class Worker:
             if self.oa.store is not None:
                 from central.oa.synced import import_portal_consents
                 n += import_portal_consents(self.oa, self.oa.store)
-        n += self.oa.flush_outbox()
+        n += self.oa.flush_outbox() + self.oa.flush_narrowcasts()
         return n
 
     def _loop(self) -> None:
