@@ -218,6 +218,7 @@ class CentralConfig(Section):
     heartbeat_seconds: Annotated[int, Field(ge=5, le=3600, description="how often the box reports version, health and lag, seconds")] = 60
     backoff_max_seconds: Annotated[int, Field(ge=5, le=3600, description="longest wait between retries when the centre is unreachable, seconds")] = 300
     timeout_seconds: Annotated[int, Field(ge=2, le=600, description="HTTP timeout towards the centre, seconds")] = 60
+    max_lag_seconds: Annotated[int, Field(ge=60, le=30 * 86400, description="`skillspot health` fails when the oldest ledger row the centre has not acknowledged is older than this, seconds (default 3600: an hour offline)")] = 3600
 
 
 class Config(Section):

@@ -67,3 +67,29 @@ def status_command(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"lag:               {st['lag_ms'] / 1000:.1f} s")
     click.echo(f"acknowledged seal: {st['acknowledged_seal']} (retention may delete only up to it)")
     sys.exit(0)
+
+
+@sync_group.command("enrol")
+@click.pass_context
+def enrol_command(ctx: click.Context) -> None:
+    """Enrol this box with the centre using [central] enrol_code, once (the installer runs it;
+    the sync service would do it by itself). Prints `enrolled` or `already enrolled`; exits 1
+    naming the cause when the centre refuses the code or cannot be reached."""
+    from boxsync.client import CentreRefused, CentreUnavailable
+    from boxsync.service import SyncError, enrol
+    cfg = ctx.obj.config
+    if not cfg.central.url:
+        raise click.ClickException("[central] url is empty: there is no centre to enrol with. "
+                                   "Fix: set it to the centre's URL")
+    try:
+        st, new = enrol(_settings(cfg), cfg.box.id)
+    except CentreRefused as exc:
+        raise click.ClickException(f"the centre at {cfg.central.url} refused the enrolment of {cfg.box.id}: "
+                                   f"{exc.body.get('message') or exc.code} ({exc.code})") from None
+    except CentreUnavailable as exc:
+        raise click.ClickException(f"the centre cannot be reached: {exc}. Fix: check the box's WAN, DNS and "
+                                   "[central] url") from None
+    except (SyncError, OSError) as exc:
+        raise click.ClickException(f"enrolment failed: {exc}") from None
+    click.echo(f"{'enrolled' if new else 'already enrolled'}: box {st['box_id']} at {st['url']} "
+               f"(box key {st['key_id']})")

@@ -83,6 +83,38 @@ class SyncSettings:
     timeout_seconds: int = 60
 
 
+def make_client(settings: "SyncSettings", box_id: str, clock: Callable[[], float] = time.time) -> CentreClient:
+    """A client for the configured centre, signing with this box's sync key (made on first use)."""
+    key = load_or_create_key(settings.key_file or settings.data_dir / KEY_FILE)
+    verify: str | bool = str(settings.ca_file) if settings.ca_file else True
+    return CentreClient(settings.url, box_id, key, settings.timeout_seconds, verify, clock)
+
+
+def enrol(settings: "SyncSettings", box_id: str, client: CentreClient | None = None,
+          clock: Callable[[], float] = time.time) -> tuple[dict, bool]:
+    """Enrol this box with the one-time code unless it already is: (enrolment state, newly enrolled).
+
+    Needs no ledger, so `skillspot sync enrol` can run during installation before the sync
+    service starts (the service calls it too). Raises SyncError, CentreRefused (bad_code: wrong,
+    used or expired code) or CentreUnavailable."""
+    state_path = settings.data_dir / STATE_FILE
+    try:
+        return json.loads(state_path.read_text()), False
+    except FileNotFoundError:
+        pass
+    if not settings.enrol_code:
+        raise SyncError("this box is not enrolled at the centre. Fix: set [central] enrol_code to the code "
+                        "a central admin made (`central enrol-code --box BOX`)")
+    client = client or make_client(settings, box_id, clock)
+    resp = client.enrol(settings.enrol_code, settings.office, VERSION)
+    st = {"centre_public_key": resp["centre_public_key"], "box_id": box_id,
+          "enrolled_ms": int(clock() * 1000), "url": settings.url, "key_id": resp["key_id"]}
+    tmp = state_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(st, indent=1))
+    os.replace(tmp, state_path)
+    return st, True
+
+
 class SyncService:
     """One box's sync loop; `step()` does one round, `run()` loops until stopped."""
 
@@ -92,9 +124,7 @@ class SyncService:
         self.s = settings
         self.clock = clock
         self.health = health or (lambda: {})
-        key = load_or_create_key(settings.key_file or settings.data_dir / KEY_FILE)
-        verify: str | bool = str(settings.ca_file) if settings.ca_file else True
-        self.client = CentreClient(settings.url, ledger.box_id, key, settings.timeout_seconds, verify, clock)
+        self.client = make_client(settings, ledger.box_id, clock)
         self.state_path = settings.data_dir / STATE_FILE
         self.backoff = Backoff(cap_s=settings.backoff_max_seconds)
         self.last_heartbeat = 0.0
@@ -104,25 +134,9 @@ class SyncService:
         self.stop = threading.Event()
 
     # ---- enrolment -----------------------------------------------------------------------
-    def _state(self) -> dict | None:
-        try:
-            return json.loads(self.state_path.read_text())
-        except FileNotFoundError:
-            return None
-
     def ensure_enrolled(self) -> None:
         """Enrol with the configured code unless already enrolled; pins the centre's key."""
-        st = self._state()
-        if st is None:
-            if not self.s.enrol_code:
-                raise SyncError("this box is not enrolled at the centre. Fix: set [central] enrol_code to the code "
-                                "a central admin made (`central enrol-code --box BOX`)")
-            resp = self.client.enrol(self.s.enrol_code, self.s.office, VERSION)
-            st = {"centre_public_key": resp["centre_public_key"], "box_id": self.ledger.box_id,
-                  "enrolled_ms": int(self.clock() * 1000), "url": self.s.url, "key_id": resp["key_id"]}
-            tmp = self.state_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(st, indent=1))
-            os.replace(tmp, self.state_path)
+        st, _ = enrol(self.s, self.ledger.box_id, self.client, self.clock)
         self.centre_key = signing.load_public_b64(st["centre_public_key"])
 
     # ---- one round -----------------------------------------------------------------------

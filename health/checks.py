@@ -80,6 +80,19 @@ class System:
         from ledger.clock import read_chrony
         return read_chrony()
 
+    def sync_status(self, ledger_path: Path, box_id: str) -> dict:
+        """The ledger's sync progress (boxsync.status); raises LedgerError/OSError if unreadable."""
+        if not ledger_path.exists():
+            # open_ledger would create an empty one: a missing ledger is a finding, not a fix.
+            raise FileNotFoundError(f"no ledger at {ledger_path}")
+        import boxsync
+        from ledger.db import open_ledger
+        ledger = open_ledger(ledger_path, box_id)
+        try:
+            return boxsync.status(ledger)
+        finally:
+            ledger.close()
+
 
 def skillspot_argv(config_path: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "skillspot.cli", "--config", config_path, *args]
@@ -147,16 +160,40 @@ def run_checks(cfg: Config, config_path: str, commands: set[str], system: System
 
 def _centre(cfg: Config, commands: set[str], s: System) -> list[Result]:
     if not cfg.central.url:
-        return [Result("centre", None, "no [central] url: this box does not sync")]
+        return [Result("centre", None, "not configured (no [central] url): this box does not sync")]
     parts = urlsplit(cfg.central.url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     why = s.tcp_connect(parts.hostname or "", port, timeout=5)
     results = [Result("centre", why is None, f"{parts.hostname}:{port} " + ("reachable" if why is None else f"unreachable: {why}"))]
     if "sync" in commands:
         results.append(_unit(s, "sync", "skillspot-sync.service"))
+        results.append(_sync_lag(cfg, s))
     else:
         results.append(Result("sync", None, "this build has no `skillspot sync`: sync lag unknown"))
     return results
+
+
+def _sync_lag(cfg: Config, s: System) -> Result:
+    """How old the oldest row the centre has not acknowledged is, against [central] max_lag_seconds."""
+    from ledger.db import LedgerError
+    limit = cfg.central.max_lag_seconds
+    try:
+        st = s.sync_status(cfg.ledger_path, cfg.box.id)
+    except (LedgerError, OSError) as exc:
+        return Result("sync lag", False, f"cannot read the ledger's sync state: {exc}")
+    lag = st["lag_ms"] / 1000
+    waiting = st["unsent_rows"] + st["pending_rows"]
+    detail = (f"{_duration(lag)} behind ({waiting} rows not acknowledged; acknowledged up to batch "
+              f"{st['last_acked_seq']}; limit {_duration(limit)}, [central] max_lag_seconds)")
+    return Result("sync lag", lag <= limit, detail)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def checklist(results: list[Result]) -> tuple[str, bool]:

@@ -380,6 +380,14 @@ class FlowLogger:
                   closed_unseen=self.stats.closed_unseen, gap_ms=self.stats.gap_ms)
         if self.ready_file:
             self.ready_file.write_text("ready")
+        # Under systemd (Type=notify) units ordered after this one, the gate first, start only now:
+        # nobody is let in before flows are recorded.
+        from base.sdnotify import notify
+        try:
+            notify("READY=1\nSTATUS=recording NAT flows")
+        except OSError as exc:
+            sub.close()
+            raise LedgerError(f"cannot tell systemd the flow logger is ready ($NOTIFY_SOCKET): {exc}") from exc
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop())
         poller = select.poll()

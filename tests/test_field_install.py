@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from field_harness import REPO, Container, HarnessError, cached_rootfs, extract, wait_for
+from sync_util import Centre
 from simoffice.office import BOX_LAN_IP, CHANNEL_ID, CHANNEL_SECRET, INET_GW_IP, LINE_IP, PORTAL_HOST, WEB_IP, Office
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -32,6 +33,8 @@ VENV_BIN = Path(sys.executable).parent
 # test password; a real inventory's vault has its own, known only to the technicians.
 VAULT_PASSWORD = "skillspot-example-vault"
 PORTAL = f"http://{PORTAL_HOST}:8080"
+BOX_ID = "field-test-01"
+BOX_BIN = "/opt/skillspot/venv/bin/skillspot"
 
 
 def tool(name: str) -> str:
@@ -55,10 +58,43 @@ class FieldOffice(Office):
                                                   "ntp", INET_GW_IP])
 
 
+class OfficeCentre(Centre):
+    """The real `central serve` (gunicorn, chDB) in the office's internet namespace, where the
+    booted box reaches it over its WAN as a real box reaches the DSD centre. The port is fixed:
+    the namespace is this run's own, so nothing else can hold it."""
+
+    PORT = 8700
+
+    def __init__(self, tmp: Path, office: Office) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
+        super().__init__(tmp, threads=2)
+        self.office = office
+        self.port = self.PORT
+        self.url = f"http://{INET_GW_IP}:{self.port}"
+        # Every address of the internet namespace (the box's way in, and loopback for the test's
+        # reconciliation request, which the centre answers on loopback only).
+        self.conf.write_text(f'data_dir = "{self.data}"\n[server]\nbind = "0.0.0.0:{self.port}"\nthreads = 2\n'
+                             '[admin]\nsecure_cookies = false\n')
+
+    def start(self, deadline_s: float = 60) -> None:
+        self.proc = self.office.spawn("centre", self.office.inet_ns, [sys.executable, "-m", "central.cli",
+                                                                      "--config", str(self.conf), "serve"])
+        self.office.wait_tcp(self.office.inet_ns, INET_GW_IP, self.port, "centre", timeout=deadline_s)
+
+    def box(self, box_id: str) -> dict | None:
+        """The centre's record of a box (its app database), or None if it is not enrolled."""
+        rows = self.appdb_rows("SELECT public_key, key_id, office, last_seq, rows_received, last_seen_ms, lag "
+                               "FROM boxes WHERE box_id = ?", (box_id,))
+        if not rows:
+            return None
+        return dict(zip(("public_key", "key_id", "office", "last_seq", "rows_received", "last_seen_ms", "lag"),
+                        rows[0]))
+
+
 def box_vars(office: Office, wheelhouse: Path, tls: Path) -> dict:
     """The office's inventory variables, as a technician writes host_vars for a box."""
     return {
-        "skillspot_box_id": "field-test-01",
+        "skillspot_box_id": BOX_ID,
         "skillspot_box_office": "ศูนย์ทดสอบ (field test)",
         "skillspot_box_coordinator": "test",
         "skillspot_box_lan_interface": "lan0",
@@ -96,9 +132,11 @@ def vault_password_file(workdir: Path) -> Path:
     return pw
 
 
-def write_inventory(workdir: Path, office: Office, container: Container, wheelhouse: Path, tls: Path) -> Path:
+def write_inventory(workdir: Path, office: Office, container: Container, wheelhouse: Path, tls: Path,
+                    centre_url: str = "", enrol_code: str = "") -> Path:
     """The example inventory's group_vars with this run's own secrets in an encrypted vault, as a
-    technician keeps them (the example vault holds placeholders the services refuse)."""
+    technician keeps them (the example vault holds placeholders the services refuse); with a
+    centre, its URL in host_vars and the one-time enrolment code in the vault."""
     import secrets
     inv = workdir / "inventory"
     (inv / "group_vars" / "all").mkdir(parents=True)
@@ -108,7 +146,7 @@ def write_inventory(workdir: Path, office: Office, container: Container, wheelho
              "vault_skillspot_box_line_messaging_access_token": "sandbox-token",
              "vault_skillspot_box_radius_secret": secrets.token_urlsafe(18),
              "vault_skillspot_box_radius_das_secret": secrets.token_urlsafe(18),
-             "vault_skillspot_box_enrolment_code": ""}
+             "vault_skillspot_box_enrolment_code": enrol_code}
     plain = inv / "group_vars" / "all" / "vault.yml"
     plain.write_text(yaml.safe_dump(vault))
     subprocess.run([tool("ansible-vault"), "encrypt", "--vault-password-file", str(vault_password_file(workdir)),
@@ -117,12 +155,17 @@ def write_inventory(workdir: Path, office: Office, container: Container, wheelho
     host = {"ansible_connection": "community.docker.nsenter", "ansible_nsenter_pid": container.init_pid,
             "ansible_python_interpreter": "/usr/bin/python3", "ansible_become": False, "ansible_user": "root",
             **box_vars(office, wheelhouse, tls)}
+    if centre_url:
+        # Small batches, so the test sees rows arrive within seconds rather than half a minute.
+        host.update(skillspot_box_central_url=centre_url, skillspot_box_central_batch_seconds=2)
     (inv / "hosts.yml").write_text(yaml.safe_dump({"skillspot_boxes": {"hosts": {"box": host}}}, allow_unicode=True))
     return inv / "hosts.yml"
 
 
-def playbook(inventory: Path, workdir: Path, name: str, playbook_file: str = "site.yml") -> tuple[str, dict]:
-    """Run a playbook; its output and the PLAY RECAP counts of the box."""
+def playbook(inventory: Path, workdir: Path, name: str, playbook_file: str = "site.yml",
+             check: bool = True) -> tuple[str, dict]:
+    """Run a playbook; its output and the PLAY RECAP counts of the box (check=False: also when
+    it failed)."""
     pw = vault_password_file(workdir)
     env = {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0",
            "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCAL_TEMP": str(workdir / "ansible-tmp"),
@@ -134,7 +177,7 @@ def playbook(inventory: Path, workdir: Path, name: str, playbook_file: str = "si
     out = proc.stdout + proc.stderr
     (workdir / f"{name}.log").write_text(out)
     m = re.search(r"^box\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", out, re.M)
-    if proc.returncode != 0 or m is None:
+    if (proc.returncode != 0 and check) or m is None:
         # The failed task, not the hundred lines of a loop before it.
         fatal = out.find("fatal:")
         excerpt = out[max(0, fatal - 1500):fatal + 3000] if fatal >= 0 else out[-4500:]
@@ -168,17 +211,21 @@ def field(tmp_path_factory):
         _copy_demo_tls(office, tls)
         container = Container(rootfs=rootfs, name=f"{office.prefix}box", netns=office.box_ns,
                               log_path=workdir / "nspawn.log", resolver=INET_GW_IP)
+        centre = OfficeCentre(workdir / "centre", office)
         try:
+            centre.start()
+            code = centre.enrol_code(BOX_ID)
             container.boot()
             timings["boot"] = time.monotonic() - t
-            inventory = write_inventory(workdir, office, container, wheelhouse, tls)
+            inventory = write_inventory(workdir, office, container, wheelhouse, tls, centre.url, code)
             t = time.monotonic()
             out, recap = playbook(inventory, workdir, "run1")
             timings["first run"] = time.monotonic() - t
             yield {"office": office, "box": container, "inventory": inventory, "workdir": workdir,
-                   "first": (out, recap), "timings": timings}
+                   "first": (out, recap), "timings": timings, "centre": centre, "code": code}
         finally:
             container.stop()
+            centre.stop()
             shutil.rmtree(workdir / "rootfs", ignore_errors=True)
             print("field test timings (s):", json.dumps({k: round(v, 1) for k, v in timings.items()}))
 
@@ -206,7 +253,29 @@ def test_first_run_installs_and_reports_a_summary(field):
     assert recap["failed"] == 0 and recap["changed"] > 0
     assert "box: field-test-01" in out and f"portal: {PORTAL}" in out
     assert "health: PASS" in out, out[-3000:]
-    assert "enrolment: not configured" in out
+    assert f"enrolment: enrolled: box {BOX_ID} at {field['centre'].url}" in out, out[-3000:]
+    enrol_task = out.split("Enrol the box with the centre", 1)[1].split("TASK", 1)[0]
+    assert "changed: [box]" in enrol_task, enrol_task
+
+
+def test_box_enrolled_during_the_run_with_its_own_key(field):
+    """The centre holds the public half of the key the box keeps in its data dir, made there."""
+    box, centre = field["box"], field["centre"]
+    record = centre.box(BOX_ID)
+    assert record is not None, "the box is not registered at the centre"
+    assert record["office"] == "ศูนย์ทดสอบ (field test)"
+    pub = box.run(["/opt/skillspot/venv/bin/python", "-c",
+                   "from syncapi import signing; from pathlib import Path; "
+                   "k = signing.load_or_create_key(Path('/var/lib/skillspot/sync_ed25519.pem')); "
+                   "print(signing.public_b64(k.public_key()))"]).stdout.strip()
+    assert pub == record["public_key"]
+    # Made by the sync service's user (it reads it), readable by nobody else.
+    stat = box.run(["stat", "-c", "%U %a", "/var/lib/skillspot/sync_ed25519.pem",
+                    "/var/lib/skillspot/sync_centre.json"]).stdout.split("\n")
+    assert stat[0] == "skillspot-sync 600" and stat[1].startswith("skillspot-sync "), stat
+    # The code was used once, by this box and this key.
+    used = centre.appdb_rows("SELECT used_by_box, used_key FROM enrol_codes WHERE used_ms IS NOT NULL")
+    assert used == [(BOX_ID, pub)]
 
 
 def test_every_unit_is_active(field):
@@ -224,6 +293,16 @@ def test_every_unit_is_active(field):
         assert state == "active", (unit, state, box.run(["journalctl", "-u", unit, "-n", "30", "--no-pager"],
                                                         check=False).stdout)
     assert box.failed_units() == []
+    if has_gate(field):
+        # The flow logger is Type=notify: active only once it said READY=1 (subscribed to
+        # conntrack), and the gate, which requires it, became active only after that.
+        show = {u: dict(line.split("=", 1) for line in box.run(
+            ["systemctl", "show", "-p", "Type,ActiveEnterTimestampMonotonic,Requires", u]).stdout.splitlines())
+            for u in ("skillspot-flowlog.service", "skillspot-gate.service")}
+        assert show["skillspot-flowlog.service"]["Type"] == "notify"
+        assert "skillspot-flowlog.service" in show["skillspot-gate.service"]["Requires"]
+        assert (int(show["skillspot-flowlog.service"]["ActiveEnterTimestampMonotonic"])
+                <= int(show["skillspot-gate.service"]["ActiveEnterTimestampMonotonic"])), show
 
 
 def test_services_run_as_their_own_users_with_only_the_capabilities_they_need(field):
@@ -276,6 +355,32 @@ def test_phone_gets_a_lease_is_held_logs_in_and_reaches_the_internet(field):
     assert page.get("status") == 200 and "Hello from the internet" in page["body"]
 
 
+def test_rows_from_the_booted_box_arrive_at_the_centre(field):
+    """Sync end to end from the booted Debian: the phone's lease (the test before) reaches the
+    centre's store, in batches the box's ledger records as acknowledged by the centre."""
+    box, centre = field["box"], field["centre"]
+
+    def rows_at_centre() -> dict[str, int]:
+        out = centre.office.run_in(centre.office.inet_ns, [sys.executable, "-c", (
+            "import json, requests; "
+            f"r = requests.get('http://127.0.0.1:{centre.port}/internal/rowkeys/{BOX_ID}', "
+            f"headers={{'X-Central-Internal': {centre.token()!r}}}, timeout=30); r.raise_for_status(); "
+            "print(json.dumps({t: [len(k), len({json.dumps(x) for x in k})] for t, k in r.json().items()}))")]).stdout
+        return json.loads(out)
+
+    wait_for("the box's lease rows at the centre", lambda: rows_at_centre().get("leases", [0])[0] >= 1, 90, 2)
+    per_table = rows_at_centre()
+    assert all(n == distinct for n, distinct in per_table.values()), f"rows stored twice: {per_table}"
+    record = centre.box(BOX_ID)
+    assert record["rows_received"] > 0 and record["last_seq"] >= 1, record
+    st = json.loads(box.run([BOX_BIN, "--config", "/etc/skillspot/skillspot.toml", "sync", "status", "--json"]).stdout)
+    assert st["centre"] == centre.url and 1 <= st["last_acked_seq"] <= record["last_seq"], (st, record)
+    wait_for("the box's heartbeat at the centre", lambda: bool(centre.box(BOX_ID)["lag"]), 90, 1)
+    health = box.run([BOX_BIN, "health"], check=False).stdout
+    assert re.search(r"^PASS\s+centre\s+.*reachable", health, re.M), health
+    assert re.search(r"^PASS\s+sync lag\s+\S+ (s|min|h) behind", health, re.M), health
+
+
 def test_second_run_changes_nothing(field):
     t = time.monotonic()
     out, recap = playbook(field["inventory"], field["workdir"], "run2")
@@ -283,6 +388,56 @@ def test_second_run_changes_nothing(field):
     changed = [line for line in out.splitlines() if line.startswith("changed:")]
     assert recap["changed"] == 0 and recap["failed"] == 0, changed
     assert "health: PASS" in out
+    assert f"enrolment: already enrolled: box {BOX_ID}" in out
+
+
+SPENT_PLAY = """---
+# The role's enrolment tasks alone, for a second box id on the booted box with its own config
+# and data dir (the real enrolment stays as it is), then the check that ends a run.
+- name: Enrolment with a spent code
+  hosts: skillspot_boxes
+  gather_facts: false
+  tasks:
+    - name: Enrol
+      ansible.builtin.include_role:
+        name: skillspot_box
+        tasks_from: enrol.yml
+      vars:
+        skillspot_box_config_file: /etc/skillspot/spent.toml
+        skillspot_box_has_sync: true
+    - name: Summary
+      ansible.builtin.debug:
+        msg: "enrolment: {{ skillspot_box_enrolment }}"
+    - name: Check
+      ansible.builtin.include_role:
+        name: skillspot_box
+        tasks_from: enrol_check.yml
+      vars:
+        skillspot_box_id: field-test-spent
+"""
+
+
+def test_a_used_enrolment_code_fails_the_run_naming_the_cause(field):
+    box, centre = field["box"], field["centre"]
+    conf = box.run(["cat", "/etc/skillspot/skillspot.toml"]).stdout
+    spent = conf.replace(f'id = "{BOX_ID}"', 'id = "field-test-spent"', 1)
+    spent = spent.replace('data_dir = "/var/lib/skillspot"', 'data_dir = "/var/lib/skillspot/spent"', 1)
+    spent = re.sub(r"^enrol_code = .*$", f'enrol_code = "{field["code"]}"', spent, count=1, flags=re.M)
+    assert spent.count("field-test-spent") == 1 and "/var/lib/skillspot/spent" in spent and field["code"] in spent
+    box.run(["sh", "-c", "cat > /etc/skillspot/spent.toml && chgrp skillspot /etc/skillspot/spent.toml && "
+             "chmod 640 /etc/skillspot/spent.toml && install -d -o skillspot-sync -m 700 /var/lib/skillspot/spent"],
+            input=spent)
+    play = field["workdir"] / "spent.yml"
+    play.write_text(SPENT_PLAY)
+    try:
+        out, recap = playbook(field["inventory"], field["workdir"], "spent", str(play), check=False)
+    finally:
+        box.run(["rm", "-rf", "/etc/skillspot/spent.toml", "/var/lib/skillspot/spent"])
+    cause = (f"the centre at {centre.url} refused the enrolment of field-test-spent: this enrolment code was "
+             "already used (bad_code)")
+    assert f"enrolment: FAILED: {cause}" in out, out[-3000:]
+    assert recap["failed"] == 1 and f"field-test-spent did not enrol with the centre {centre.url}: FAILED: {cause}" in out
+    assert centre.box("field-test-spent") is None
 
 
 def test_ansible_lint_production_profile():

@@ -78,3 +78,73 @@ def test_each_failure_is_named_and_fails_the_whole(tmp_path):
 def test_a_command_this_build_lacks_is_skipped_not_failed(tmp_path):
     text, ok = results(tmp_path, commands=set(), down={"skillspot-gate.service"})
     assert ok and any(line.startswith("SKIP") and " gate " in line for line in text.splitlines())
+
+
+def central_config(tmp_path, url: str = "http://127.0.0.1:9", extra: str = "", box_id: str = "health-box"):
+    """The example configuration with a centre, its own data dir and [central] `extra` keys."""
+    import tomllib
+    text = (REPO / "examples" / "skillspot.toml").read_text()
+    ex = tomllib.loads(text)
+    text = text.replace(f'id = "{ex["box"]["id"]}"', f'id = "{box_id}"')
+    text = text.replace(f'data_dir = "{ex["box"]["data_dir"]}"', f'data_dir = "{tmp_path / "data"}"')
+    text = text.split("\n[central]\n", 1)[0] + f'\n[central]\nurl = "{url}"\n{extra}\n'
+    path = tmp_path / "box.toml"
+    path.write_text(text)
+    return load_config(path)
+
+
+def lag_line(cfg, tmp_path) -> tuple[str, bool]:
+    text, ok = checklist(run_checks(cfg, str(tmp_path / "box.toml"), {"gate", "sync"}, Described()))
+    lines = [line for line in text.splitlines() if " sync lag " in line]
+    assert len(lines) == 1, text
+    return lines[0], ok
+
+
+def test_no_centre_passes_and_says_not_configured(tmp_path):
+    text, ok = results(tmp_path, commands={"gate", "sync"})
+    assert ok, text
+    assert any(line.startswith("SKIP") and " centre " in line and "not configured" in line
+               for line in text.splitlines()), text
+    assert " sync lag " not in text
+
+
+def test_sync_lag_from_a_real_ledger_against_the_configured_limit(tmp_path):
+    from ledger.db import open_ledger
+    from ledger.records import log_event
+    from ledger.sync import form_batch, record_ack
+    now = __import__("time").time()
+    cfg = central_config(tmp_path, extra="max_lag_seconds = 900")
+    # Nothing recorded yet: no lag.
+    ledger = open_ledger(cfg.ledger_path, cfg.box.id, clock=lambda: now - 600)
+    line, ok = lag_line(cfg, tmp_path)
+    assert ok and line.startswith("PASS") and "0 s behind" in line, line
+    # A row ten minutes old that the centre has not acknowledged: within 15 min, beyond 5 min.
+    log_event(ledger, "test", "lag")
+    line, ok = lag_line(cfg, tmp_path)
+    assert ok and line.startswith("PASS") and "10 min behind (1 rows" in line and "limit 15 min" in line, line
+    tight = central_config(tmp_path, extra="max_lag_seconds = 300")
+    line, ok = lag_line(tight, tmp_path)
+    assert not ok and line.startswith("FAIL") and "10 min behind" in line and "max_lag_seconds" in line, line
+    # Sent but not acknowledged still counts; acknowledged does not.
+    batch = form_batch(ledger, 1000)
+    line, ok = lag_line(tight, tmp_path)
+    assert not ok and "10 min behind" in line, line
+    record_ack(ledger, batch.seq, "receipt", None)
+    line, ok = lag_line(tight, tmp_path)
+    assert ok and line.startswith("PASS") and "0 s behind (0 rows" in line and "batch 1" in line, line
+    ledger.close()
+
+
+def test_sync_lag_fails_without_a_ledger_and_creates_none(tmp_path):
+    cfg = central_config(tmp_path)
+    line, ok = lag_line(cfg, tmp_path)
+    assert not ok and line.startswith("FAIL") and "no ledger at" in line, line
+    assert not cfg.ledger_path.exists()
+
+
+def test_max_lag_seconds_is_validated_with_the_key_named(tmp_path):
+    import pytest
+    from base.config import ConfigError
+    with pytest.raises(ConfigError, match=r"central\.max_lag_seconds"):
+        central_config(tmp_path, extra="max_lag_seconds = 5")
+    assert central_config(tmp_path).central.max_lag_seconds == 3600
