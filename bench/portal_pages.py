@@ -144,7 +144,8 @@ def main() -> None:
     if not (1 <= args.seconds <= 30 and 1 <= args.rounds <= 5 and 1 <= args.devices <= 250_000):
         raise SystemExit("--seconds 1..30, --rounds 1..5, --devices 1..250000")
     devs = devices(args.devices)
-    with tempfile.TemporaryDirectory(prefix="skbench-pages-") as tmp, Office(workdir=Path(tmp)) as office:
+    with tempfile.TemporaryDirectory(prefix="skbench-pages-") as tmp, \
+            Office(workdir=Path(tmp), sweep_seconds=10) as office:  # the production sweep interval
         office.phone_dhcp()  # held: a lease, never a login
         for name, (url, host, want) in PAGES.items():
             got = status_of(office, url, host)

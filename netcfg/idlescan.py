@@ -4,7 +4,7 @@ The sweeper needs this every few seconds. Reading the idle set means one netlink
 `json.loads` of libnftables' answer, which at 100,000 devices is about 15 MB of JSON: the
 decoder holds the interpreter lock for the whole parse (a C call), so in the gate's own
 process every socket request (a login's authorise, a portal's question) waited behind it.
-Above `CHILD_ABOVE` devices the read runs in a child process, `python -m netcfg.idlescan`,
+Above `CHILD_ABOVE` devices (5,000; from about that size the read in process showed in the portal's page rates) the read runs in a child process, `python -m netcfg.idlescan`,
 which gets the gate's keys on stdin and prints only the idle ones: the gate's interpreter
 writes one line per device and reads a few back. Below it the read is cheap and stays in
 process (a child's start costs more than the read).
@@ -17,7 +17,7 @@ import sys
 from typing import Callable, Iterable
 
 Key = tuple[str, str]  # (mac, ip)
-CHILD_ABOVE = 20_000
+CHILD_ABOVE = 5_000
 CHILD_TIMEOUT_SECONDS = 120.0
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
