@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, redirect, request, url_for
 
+from central.admin.qr import qr_svg
 from central.admin.timefmt import parse as parse_time
 from central.admin.views import _guard, _no_store, log, page, requires
 from central.oa.service import OaError, _rows
@@ -47,15 +48,6 @@ def svg_bars(rows: list[dict], label: str, series: list[str]) -> str:
     legend = " ".join(f'<span style="color:{colours[j % 3]}">■ {_esc(s)}</span>' for j, s in enumerate(series))
     return (f'<p>{legend}</p><svg xmlns="http://www.w3.org/2000/svg" width="640" height="{h * min(len(rows), 40)}" '
             f'role="img">{"".join(parts)}</svg>')
-
-
-def qr_svg(text: str) -> str:
-    """`text` as an inline SVG QR code (segno), for the class to scan with LINE's camera."""
-    import segno
-    buf = io.BytesIO()
-    segno.make(text, error="m").save(buf, kind="svg", scale=8, border=4, xmldecl=False, svgclass="checkin-qr",
-                                     light="#fff")
-    return buf.getvalue().decode()
 
 
 def _esc(s: str) -> str:
@@ -170,7 +162,7 @@ def create_admin_blueprint() -> Blueprint:
         names = oa.display_names([r["user_id"] for r in rows])
         for r in rows:
             r["display_name"] = names.get(r["user_id"], "")
-        return page("oa/attendance.html", s=s, rows=rows, link=link, qr=qr_svg(link))
+        return page("oa/attendance.html", s=s, rows=rows, link=link, qr=qr_svg(link, "checkin-qr", scale=8))
 
     @bp.get("/news")
     @requires("admin")
