@@ -22,10 +22,14 @@ CLOSE_KEY = "skillspot.close_connection"  # read by portal.cli.close_when_asked
 _STATUS = {200: "200 OK", 204: "204 No Content", 302: "302 Found"}
 
 
-def is_portal_host(host: str, cfg: Config) -> bool:
-    """True if the request was addressed to the portal itself (by name or LAN address)."""
-    name = host.rsplit(":", 1)[0].strip("[]").lower()
-    return name in {cfg.portal.hostname.lower(), str(cfg.network.lan_address.ip)}
+def portal_names(cfg: Config) -> frozenset[str]:
+    """The names a request for the portal itself carries in its Host (its name, its LAN address)."""
+    return frozenset({cfg.portal.hostname.lower(), str(cfg.network.lan_address.ip)})
+
+
+def host_name(host: str) -> str:
+    """'Wifi.DSD.go.th:8080' -> 'wifi.dsd.go.th' (the Host header without port or brackets)."""
+    return host.rsplit(":", 1)[0].strip("[]").lower()
 
 
 def probe_answer(host: str, path: str) -> tuple[int, list[tuple[str, str]], bytes] | None:
@@ -53,10 +57,11 @@ class Interceptor:
     def __init__(self, app, config: Config, gate: Gate) -> None:
         self.app, self.config, self.gate = app, config, gate
         self.splash = f"{config.portal.base_url}/"
+        self.own_names = portal_names(config)  # every request asks: worked out once
 
     def __call__(self, environ, start_response):
         host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
-        if is_portal_host(host, self.config):
+        if host_name(host) in self.own_names:
             return self.app(environ, start_response)
         # This connection leads to the portal only because the firewall redirected it: close it
         # after the answer, so the browser's next request (after the login) opens a new one.
