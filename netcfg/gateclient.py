@@ -51,26 +51,22 @@ class GateClient:
         kept = getattr(self._kept, "conn", None)
         if kept is not None and kept[0] != os.getpid():  # inherited across a fork: not ours to use
             kept = None
-        for attempt in (0, 1):
-            fresh = kept is None
-            if fresh:
+        may_retry = kept is not None  # only an old connection can have been closed under us
+        while True:
+            if kept is None:
                 sock = self._connect()
-                kept = (os.getpid(), sock, sock.makefile("rb"))
-                self._kept.conn = kept
+                kept = self._kept.conn = (os.getpid(), sock, sock.makefile("rb"))
             try:
-                line = self._exchange(kept[1], kept[2], op, args)
+                line, error = self._exchange(kept[1], kept[2], op, args), None
             except OSError as exc:
                 line, error = b"", exc
-            else:
-                error = None
             if line:
                 return line
             self._drop()
-            kept = None
-            if fresh or attempt:
+            if not may_retry:
                 detail = f" ({error.strerror or error})" if error else ""
                 raise GateUnavailable(f"the gate at {self.path} stopped answering during {op}{detail}")
-        raise AssertionError("unreachable")
+            kept, may_retry = None, False
 
     def _drop(self) -> None:
         kept = getattr(self._kept, "conn", None)

@@ -222,3 +222,16 @@ def test_a_new_login_of_the_same_device_ends_its_older_login(box):
     assert box.session("login", MAC, "10.99.0.70").returncode == 0
     assert logouts(box) == [(1, "relogin")]
     assert box.kernel() == box.ledger_live() == {(MAC, "10.99.0.70")}
+
+
+def test_a_client_keeps_asking_across_a_gate_restart(box):
+    """Questions go over a kept connection; after the gate restarts that connection is dead, and
+    the client replaces it once instead of failing the next page load."""
+    client = box.client()
+    assert client.health()["devices"] == 0
+    box.kill()
+    box.start()
+    assert client.health()["devices"] == 0  # over a new connection: the kept one died with the gate
+    box.kill()
+    with pytest.raises(GateUnavailable):
+        client.health()
