@@ -20,8 +20,9 @@ from central.admin.settings import AdminSettings
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
-def _secret(path: Path) -> bytes:
-    """The session-signing secret, made 0600 on first start and kept, so restarts keep sessions."""
+def load_or_create_secret(path: Path) -> bytes:
+    """32 random bytes kept in `path`, made 0600 on first start and kept, so restarts keep what
+    they signed (the admin sessions, the OA's check-in codes); safe when workers race."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -66,7 +67,7 @@ def init_admin(app: Flask, config: Any, services: Any, clock=None) -> AdminConte
                            services=services)
     app.extensions[EXTENSION] = context
     if not app.secret_key:
-        app.secret_key = _secret(data_dir / "admin-secret")
+        app.secret_key = load_or_create_secret(data_dir / "admin-secret")
     # The session cookie: never sent over plain HTTP, never readable by scripts, never sent on a
     # request another site starts. __Host- makes the browser refuse it unless Secure, Path=/ and no Domain.
     app.config.update(SESSION_COOKIE_SECURE=settings.secure_cookies, SESSION_COOKIE_HTTPONLY=True,

@@ -3,13 +3,13 @@ tests, jobs, news, consent, labour-market charts. `init_oa(app, config, services
 from __future__ import annotations
 
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
 
+from central.admin import load_or_create_secret
 from central.oa.line import LineClient
 from central.oa.service import Oa
 from central.oa.worker import Worker
@@ -24,19 +24,6 @@ class OaExt:
     worker: Worker
 
 
-def _secret_file(path: Path) -> bytes:
-    """The check-in signing secret, made 0600 on first start and kept."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(secrets.token_bytes(32))
-        except FileExistsError:
-            pass
-    return path.read_bytes()
-
-
 def build_oa(config: Any, services: Any) -> tuple[Oa, str]:
     """The Oa service and the channel secret, from [oa] and the environment it names."""
     s = config.oa
@@ -46,7 +33,7 @@ def build_oa(config: Any, services: Any) -> tuple[Oa, str]:
                          f"token in ${s.access_token_env}. Fix: set both in the service's environment")
     oa = Oa(connect=services.appdb.connect, clock_ms=services.now_ms,
             line=LineClient(token, s.api_base_url, s.http_timeout_s),
-            checkin_secret=_secret_file(Path(config.data_dir) / "oa-checkin-secret"), store=services.store,
+            checkin_secret=load_or_create_secret(Path(config.data_dir) / "oa-checkin-secret"), store=services.store,
             jobs_per_week=s.jobs_per_week, checkin_early_min=s.checkin_early_min, oa_basic_id=s.oa_basic_id)
     return oa, secret
 
