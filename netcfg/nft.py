@@ -71,16 +71,18 @@ def surviving_elements(chunk: int = 10_000) -> list[str]:
         s = item.get("set")
         if not s or s["name"] in (UP_METER, DOWN_METER):
             continue  # rate-limit state is rebuilt by traffic, not carried over
-        keys = []
+        # Keyed, because a dump taken while the kernel resizes the set can list an element twice.
+        keys: dict[str, str] = {}
         for entry in s.get("elem", []):
             elem = entry.get("elem") if isinstance(entry, dict) else None
             if not elem or int(elem.get("expires", 0)) <= 0:
                 continue
             val = elem["val"]
             key = " . ".join(val["concat"]) if isinstance(val, dict) else str(val)
-            keys.append(f"{key} timeout {int(elem['expires'])}s")
-        for i in range(0, len(keys), chunk):
-            lines.append(f"add element {FAMILY} {TABLE} {s['name']} {{ {', '.join(keys[i:i + chunk])} }}\n")
+            keys[key] = f"{key} timeout {int(elem['expires'])}s"
+        timed = list(keys.values())
+        for i in range(0, len(timed), chunk):
+            lines.append(f"add element {FAMILY} {TABLE} {s['name']} {{ {', '.join(timed[i:i + chunk])} }}\n")
     return lines
 
 

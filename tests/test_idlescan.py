@@ -53,3 +53,15 @@ def test_without_the_table_the_child_says_so():
         assert got.returncode != 0 and "IdleScanError" in got.stderr and "idle scan:" in got.stderr
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_a_device_left_out_of_one_dump_is_not_idle():
+    """A dump during a resize of the kernel's hash set can leave out an active device; it counts
+    as idle only if the second read leaves it out too."""
+    from netcfg.idlescan import missing_twice
+    dumps = iter([{BUSY}, {BUSY, IDLE}])  # the first read leaves out IDLE, the second holds it
+    assert missing_twice([BUSY, IDLE], lambda: next(dumps)) == set()
+    reads = []
+    assert missing_twice([BUSY, IDLE], lambda: reads.append(1) or {BUSY}) == {IDLE} and len(reads) == 2
+    reads.clear()
+    assert missing_twice([BUSY], lambda: reads.append(1) or {BUSY}) == set() and len(reads) == 1
