@@ -10,13 +10,21 @@ Only the standard library is imported here; libnftables is loaded when `cut_devi
 """
 from __future__ import annotations
 
+import errno
 import ipaddress
-import re
-import subprocess
+import socket
+import struct
 
+from netcfg.netlink import Netfilter, NetlinkError, attr, find
 from netcfg.ruleset import FAMILY, RECENT_SET, TABLE
 
-_DELETED = re.compile(r"(\d+) flow entr(?:y|ies) ha(?:s|ve) been deleted")
+# ctnetlink (linux/netfilter/nfnetlink_conntrack.h)
+NFNL_SUBSYS_CTNETLINK = 1
+CT_GET, CT_DELETE = (NFNL_SUBSYS_CTNETLINK << 8) | 1, (NFNL_SUBSYS_CTNETLINK << 8) | 2
+CTA_TUPLE_ORIG, CTA_FILTER = 1, 25
+CTA_TUPLE_IP, CTA_IP_V4_SRC = 1, 1
+CTA_FILTER_ORIG_FLAGS, CTA_FILTER_REPLY_FLAGS = 1, 2
+CTA_FILTER_FLAG_CTA_IP_SRC = 1 << 0
 
 
 class FastPathError(Exception):
@@ -39,18 +47,50 @@ def forget_connections(ips: list[str]) -> int:
     """Delete every conntrack entry a device opened from any of `ips` (IPv4); how many went.
 
     Without its entry a reply from the internet is no longer `established` and is dropped, and
-    the device's next packet is checked again from the start and refused. Uses conntrack(8)
-    (Debian package `conntrack`): revocations are rare, and it deletes by source address.
+    the device's next packet is checked again from the start and refused. Spoken over
+    ctnetlink (netcfg.netlink): the kernel lists only the entries from the address (a dump
+    with a filter, kernel 5.8 or later) and each is deleted by its tuple. `conntrack -D -s`
+    did the same from a process of its own: 30 ms a revoke in the simulated office, most of
+    the revoke's cost.
     """
     total = 0
     for ip in ips:
-        ipaddress.IPv4Address(ip)  # a clear error on a bad address, never a conntrack filter typo
-        proc = subprocess.run(["conntrack", "-D", "-f", "ipv4", "-s", ip], capture_output=True, text=True)
-        found = _DELETED.search(proc.stderr)
-        if found is None:
-            raise FastPathError(f"conntrack -D -s {ip} failed: {(proc.stderr or proc.stdout).strip()[:300]}")
-        total += int(found.group(1))  # exit status is 1 when none matched: that is fine
+        src = socket.inet_aton(str(ipaddress.IPv4Address(ip)))  # a clear error on a bad address
+        try:
+            with Netfilter() as nl:
+                tuples = [orig for buf, _flags, start, end in
+                          nl.dump(CT_GET, socket.AF_INET, _source_filter(src), f"listing {ip}'s connections")
+                          if (orig := _original_tuple(buf, start, end, src)) is not None]
+                for orig in tuples:
+                    try:
+                        nl.ask(CT_DELETE, socket.AF_INET, attr(CTA_TUPLE_ORIG, orig, nested=True),
+                               f"deleting a connection of {ip}")
+                    except NetlinkError as exc:
+                        if exc.errno != errno.ENOENT:  # gone meanwhile (it ended or timed out): fine
+                            raise
+                    total += 1
+        except NetlinkError as exc:
+            raise FastPathError(exc.strerror) from None
     return total
+
+
+def _original_tuple(buf: bytes, start: int, end: int, src: bytes) -> bytes | None:
+    """The entry's original-direction tuple if its source is `src`. Checked here as well as by
+    the kernel's filter: a kernel that ignored the filter would list every connection."""
+    orig = find(buf, start, end, CTA_TUPLE_ORIG)
+    ip = orig and find(buf, *orig, CTA_TUPLE_IP)
+    source = ip and find(buf, *ip, CTA_IP_V4_SRC)
+    if not source or buf[source[0]:source[1]] != src:
+        return None
+    return bytes(buf[orig[0]:orig[1]])
+
+
+def _source_filter(src: bytes) -> bytes:
+    """ctnetlink attributes asking the kernel for the entries whose original source is `src`."""
+    tuple_ip = attr(CTA_TUPLE_IP, attr(CTA_IP_V4_SRC, src), nested=True)
+    return (attr(CTA_TUPLE_ORIG, tuple_ip, nested=True)
+            + attr(CTA_FILTER, attr(CTA_FILTER_ORIG_FLAGS, struct.pack("=I", CTA_FILTER_FLAG_CTA_IP_SRC))
+                   + attr(CTA_FILTER_REPLY_FLAGS, struct.pack("=I", 0)), nested=True))
 
 
 def cut_device(mac: str, ips: list[str], nft=None) -> int:

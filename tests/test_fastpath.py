@@ -218,3 +218,27 @@ def test_the_sets_take_more_than_65535_devices_and_one_more():
                     break
             assert len(macs) == n + 1 and "02:fe:00:00:00:01" in macs, (name, len(macs))
         assert time.monotonic() - t0 < 240
+
+
+@pytest.mark.netns
+def test_forgetting_a_device_deletes_its_connections_and_no_others():
+    """The ctnetlink delete (no conntrack process) takes exactly the entries whose original
+    source is the address: entries made with conntrack(8) in a namespace of this run."""
+    def insert(ns: str, src: str, sport: int) -> None:
+        made = in_ns(ns, ["conntrack", "-I", "-s", src, "-d", "10.2.2.2", "-p", "tcp", "--sport", str(sport),
+                          "--dport", "80", "--state", "ESTABLISHED", "-t", "300", "-u", "ASSURED"])
+        assert made.returncode == 0, made.stderr
+
+    with scratch_namespace() as ns:
+        for sport in (1000, 1001, 1002):
+            insert(ns, "10.1.1.1", sport)
+        insert(ns, "10.1.1.2", 1000)
+        insert(ns, "10.1.1.10", 1000)  # shares a prefix with 10.1.1.1: must stay
+        forget = ("import sys\nfrom netcfg.fastpath import forget_connections\n"
+                  "print(forget_connections(sys.argv[1:]))")
+        got = in_ns(ns, [sys.executable, "-c", forget, "10.1.1.1"])
+        assert got.returncode == 0 and got.stdout.strip() == "3", got.stderr
+        left = in_ns(ns, ["conntrack", "-L"]).stdout
+        assert "src=10.1.1.1 " not in left and "src=10.1.1.2 " in left and "src=10.1.1.10 " in left
+        again = in_ns(ns, [sys.executable, "-c", forget, "10.1.1.1", "10.1.1.2"])
+        assert again.returncode == 0 and again.stdout.strip() == "1", again.stderr
