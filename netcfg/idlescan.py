@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import Callable, Iterable, TypeVar
+from typing import Callable, Container, Iterable, TypeVar
 
 Key = tuple[str, str]  # (mac, ip)
 K = TypeVar("K")
@@ -35,7 +35,7 @@ class IdleScanError(Exception):
     """The idle set could not be read; the message says why (the sweep tries again later)."""
 
 
-def idle_among(keys: Iterable[Key], active_keys: Callable[[], set[Key]],
+def idle_among(keys: Iterable[Key], active_keys: Callable[[], Container[Key]],
                child_above: int = CHILD_ABOVE) -> set[Key]:
     """The members of `keys` that the idle set does not hold. `active_keys` reads the set in
     this process (used when there are at most `child_above` keys)."""
@@ -45,7 +45,7 @@ def idle_among(keys: Iterable[Key], active_keys: Callable[[], set[Key]],
     return _idle_in_child(keys)
 
 
-def missing_twice(keys: Iterable[K], read: Callable[[], set[K]]) -> set[K]:
+def missing_twice(keys: Iterable[K], read: Callable[[], Container[K]]) -> set[K]:
     """The keys that two reads of the set both leave out (see the module's note on dumps);
     the second read happens only if the first leaves something out."""
     active = read()

@@ -15,7 +15,7 @@ import nftables
 
 from netcfg.fastpath import recent_removals
 from netcfg.setdump import SetDumpError, mac_ipv4_of, set_keys
-from netcfg.ruleset import ACTIVE_SET, AUTHORISED_MAC6_SET, AUTHORISED_SET, DOWN_METER, FAMILY, TABLE, UP_METER
+from netcfg.ruleset import ACTIVE_MAC6_SET, ACTIVE_SET, AUTHORISED_MAC6_SET, AUTHORISED_SET, DOWN_METER, FAMILY, TABLE, UP_METER
 
 
 class NftError(Exception):
@@ -101,11 +101,24 @@ def _run_nft_file(text: str, check: bool) -> None:
 
 
 @dataclass(frozen=True)
+class Activity:
+    """Who sent traffic within the idle time: `pairs` from the IPv4 idle set, `macs6` from the
+    IPv6 one. A device (mac, ip) is active if either holds it. Keys are either (mac, ip) tuples
+    and MAC strings, or the kernel's packed bytes (netcfg.setdump) for both."""
+
+    pairs: frozenset
+    macs6: frozenset
+
+    def __contains__(self, key) -> bool:
+        return key in self.pairs or (key[:6] if isinstance(key, bytes) else key[0]) in self.macs6
+
+
+@dataclass(frozen=True)
 class KernelState:
     """What the kernel holds in the gate's sets at one moment (read once at gate start)."""
 
     authorised: dict[tuple[str, str], tuple[int, int]]  # (mac, ip) -> (timeout, seconds left)
-    active: set[tuple[str, str]]                        # (mac, ip) not idle
+    active: Activity                                    # which (mac, ip) are not idle
 
 
 def _concat(item) -> tuple[str, str]:
@@ -152,18 +165,21 @@ class NftSets:
             return False
         return True
 
-    def active_keys(self) -> set[tuple[str, str]]:
-        """(mac, ip) of every device that sent traffic within the idle time (one set dump)."""
-        return {mac_ipv4_of(key) for key in self.active_packed()}
+    def active_keys(self) -> Activity:
+        """Every device that sent traffic within the idle time, as (mac, ip) and MACs."""
+        packed = self.active_packed()
+        return Activity(pairs=frozenset(mac_ipv4_of(k) for k in packed.pairs),
+                        macs6=frozenset(":".join(f"{b:02x}" for b in k) for k in packed.macs6))
 
     @staticmethod
-    def active_packed() -> set[bytes]:
-        """The idle set's keys as the kernel packs them (netcfg.setdump: one netlink dump of
-        this set alone, about an eighth of libnftables' cost at 100,000 devices)."""
+    def active_packed() -> Activity:
+        """The idle sets' keys as the kernel packs them (netcfg.setdump: one netlink dump of
+        each set alone, about an eighth of libnftables' cost at 100,000 devices)."""
         try:
-            return set_keys(TABLE, ACTIVE_SET)
+            return Activity(pairs=frozenset(set_keys(TABLE, ACTIVE_SET)),
+                            macs6=frozenset(set_keys(TABLE, ACTIVE_MAC6_SET)))
         except (SetDumpError, OSError) as exc:
-            raise NftError(f"reading the {ACTIVE_SET} set: {exc}") from None
+            raise NftError(f"reading the idle sets: {exc}") from None
 
     def dump(self) -> KernelState:
         """Everything the gate's sets hold now: for the gate's start, never per login."""
@@ -181,6 +197,7 @@ class NftSets:
             for set_name in (AUTHORISED_SET, ACTIVE_SET):
                 commands += self._absent(set_name, {"concat": [mac, ip]})
         commands += self._absent(AUTHORISED_MAC6_SET, mac)
+        commands += self._absent(ACTIVE_MAC6_SET, mac)
         # The forwarding fast path forgets the old address in the same transaction.
         commands += recent_removals(mac, remove_ips)
         if add is not None:

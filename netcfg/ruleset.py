@@ -14,6 +14,7 @@ FAMILY = "inet"
 AUTHORISED_SET = "authorised"          # ether_addr . ipv4_addr, one element per device and address
 AUTHORISED_MAC6_SET = "authorised_mac6"  # ether_addr: lets an authorised device's IPv6 through
 ACTIVE_SET = "active"                  # ether_addr . ipv4_addr, refreshed by traffic: the idle limit
+ACTIVE_MAC6_SET = "active_mac6"        # ether_addr, refreshed by a device's IPv6 traffic: the same limit
 RECENT_SET = "recent"                  # ether_addr . ipv4_addr, checked moments ago: the forwarding fast path
 UP_METER = "up_meter"                  # per-device rate state (bandwidth cap), kept by the kernel
 DOWN_METER = "down_meter"
@@ -137,6 +138,14 @@ table {FAMILY} {TABLE} {{
         type ether_addr
         size {SET_SIZE}
         flags timeout
+    }}
+    # A device that talks only IPv6 refreshes this instead of `active` (its IPv4 element
+    # would run out while it is busy): it is idle only when neither holds it.
+    set {ACTIVE_MAC6_SET} {{
+        type ether_addr
+        size {SET_SIZE}
+        flags dynamic,timeout
+        timeout {p.idle_seconds}s
     }}
     # The LINE login hosts, filled by dnsmasq as it resolves them: no IP list kept by hand.
     set {WALLED_GARDEN4_SET} {{
@@ -265,7 +274,7 @@ def _ipv6_chain(p: RulesetParams, garden_ports: str) -> str:
         iifname "{p.wan}" oifname "{p.lan}" drop
         iifname != "{p.lan}" accept
         ip6 saddr != {p.ipv6_prefix} counter reject with icmpx admin-prohibited
-        ether saddr @{AUTHORISED_MAC6_SET} accept
+        ether saddr @{AUTHORISED_MAC6_SET} update @{ACTIVE_MAC6_SET} {{ ether saddr }} accept
         ip6 daddr @{WALLED_GARDEN6_SET} tcp dport {garden_ports} accept
         meta l4proto tcp reject with tcp reset
         reject with icmpx admin-prohibited

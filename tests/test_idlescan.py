@@ -14,6 +14,7 @@ from gate_util import started_gate_box
 pytestmark = pytest.mark.netns
 
 BUSY, IDLE = ("02:00:00:00:cc:01", "10.99.0.11"), ("02:00:00:00:cc:02", "10.99.0.12")
+BUSY6 = ("02:00:00:00:cc:03", "10.99.0.13")  # only its IPv6 traffic refreshed anything
 PROBE = """
 import json, sys
 from netcfg.idlescan import idle_among
@@ -32,10 +33,12 @@ def box(tmp_path):
 
 
 def test_the_child_process_finds_the_same_idle_devices_as_the_gate_would(box):
-    for mac, ip in (BUSY, IDLE):
+    for mac, ip in (BUSY, IDLE, BUSY6):
         box.nft("add", "element", "inet", "skillspot", "authorised", f"{{ {mac} . {ip} timeout 600s }}")
     box.nft("add", "element", "inet", "skillspot", "active", f"{{ {BUSY[0]} . {BUSY[1]} }}")
-    got = subprocess.run(["ip", "netns", "exec", box.ns, sys.executable, "-c", PROBE, json.dumps([BUSY, IDLE])],
+    box.nft("add", "element", "inet", "skillspot", "active_mac6", f"{{ {BUSY6[0]} }}")
+    got = subprocess.run(["ip", "netns", "exec", box.ns, sys.executable, "-c", PROBE,
+                          json.dumps([BUSY, IDLE, BUSY6])],
                          capture_output=True, text=True, timeout=60)
     assert got.returncode == 0, got.stderr
     answer = json.loads(got.stdout)

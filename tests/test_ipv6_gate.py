@@ -212,10 +212,13 @@ def test_ipv6_on_passes_only_logged_in_macs_inside_the_prefix(lab):
     assert lab.connect(SERVER6) == {"ok": False, "error": "ConnectionRefusedError"}
 
     lab.log_in()
+    assert PHONE_MAC not in sh("nft", "list", "set", "inet", "skillspot", "active_mac6", ns=lab.box).stdout
     got = lab.connect(SERVER6)
     # Through, and not translated: the far end sees the phone's own address, which the box's
     # neighbour table ties to the MAC (what the flow log attributes by).
     assert got == {"ok": True, "seen_as": mine}
+    # IPv6 traffic keeps the device from going idle (its IPv4 element alone would run out).
+    assert PHONE_MAC in sh("nft", "list", "set", "inet", "skillspot", "active_mac6", ns=lab.box).stdout
     neigh = sh("ip", "-6", "-j", "neigh", "show", "dev", "lan0", ns=lab.box).stdout
     assert any(n["dst"] == mine and n.get("lladdr") == PHONE_MAC for n in json.loads(neigh))
     assert lab.connect(SERVER4) == {"ok": True, "seen_as": BOX_WAN4}  # IPv4 of the same login, masqueraded
