@@ -134,7 +134,7 @@ def gate_command(ctx, verbose: bool) -> None:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         kept = apply_ruleset(_ruleset(ctx), only_if_changed=True)
-        writer, reader = NftSets(), NftSets()  # the sweeper reads through its own libnftables handle
+        writer, reader = NftSets(), NftSets()  # the start's dump reads through a libnftables handle of its own
         service = GateService(writer, mac_for_ip)
         state = reader.dump()
         found = service.load(state)

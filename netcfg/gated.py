@@ -69,6 +69,7 @@ class GateService:
         self._by_ip: dict[str, set[str]] = {}
         self.started = time.time()
         self.last_sweep: float | None = None
+        self.last_idle_read: float | None = None  # wall time the sweeper last read the idle sets
         self.changes = 0
 
     # -- index ----------------------------------------------------------------------
@@ -175,10 +176,11 @@ class GateService:
         return self._mac_for_ip(_ipv4(ip))
 
     def health(self) -> dict:
-        """Devices let through, uptime, last sweep."""
+        """Devices let through, uptime, last sweep and last read of the idle sets."""
         now = time.time()
         return {"ok": True, "devices": len(self.authorised()), "uptime_s": round(now - self.started),
                 "last_sweep_s_ago": None if self.last_sweep is None else round(now - self.last_sweep, 1),
+                "last_idle_read_s_ago": None if self.last_idle_read is None else round(now - self.last_idle_read, 1),
                 "changes": self.changes, "pid": os.getpid()}
 
 

@@ -217,6 +217,47 @@ def test_the_sweeper_ends_an_idle_device(tmp_path):
         box.close()
 
 
+def test_ipv6_traffic_alone_keeps_a_device_from_the_idle_end(tmp_path):
+    box = GateBox(tmp_path, idle_seconds=30)
+    try:
+        box.start()
+        assert box.session("login", MAC, IP).returncode == 0
+        # The device stops using IPv4 but keeps talking IPv6: its IPv4 idle element runs out
+        # (removed here) while the IPv6 rule refreshed its MAC's (added here, as a packet would).
+        box.nft("add", "element", "inet", "skillspot", "active_mac6", f"{{ {MAC} }}")
+        box.nft("delete", "element", "inet", "skillspot", "active", f"{{ {MAC} . {IP} }}")
+        changed = time.time()
+        gate = box.client()
+        # Two idle-set reads that started after the change: the device must still be online.
+        wait_for(lambda: (gate.health()["last_idle_read_s_ago"] or 1e9) < time.time() - changed - 0.2,
+                 "a read of the idle sets after the change")
+        first = time.time() - gate.health()["last_idle_read_s_ago"]
+        wait_for(lambda: time.time() - gate.health()["last_idle_read_s_ago"] > first + 0.2, "a second read")
+        assert logouts(box) == [] and box.kernel() == {(MAC, IP)}
+        # Quiet on IPv6 too: now it is idle.
+        box.nft("delete", "element", "inet", "skillspot", "active_mac6", f"{{ {MAC} }}")
+        wait_for(lambda: logouts(box) == [(1, "idle")], "an idle logout")
+        assert box.kernel() == set()
+    finally:
+        box.close()
+
+
+def test_a_revoke_through_the_gate_deletes_the_devices_connections_and_no_others(quiet_box):
+    box = quiet_box
+    def connection(src: str, sport: int) -> None:
+        subprocess.run(["ip", "netns", "exec", box.ns, "conntrack", "-I", "-s", src, "-d", "198.51.100.7",
+                        "-p", "tcp", "--sport", str(sport), "--dport", "443", "--state", "ESTABLISHED",
+                        "-t", "300", "-u", "ASSURED"], check=True, capture_output=True)
+    for sport in (40001, 40002):
+        connection(IP, sport)
+    connection("10.99.0.99", 40001)
+    gate = box.client()
+    gate.authorise(MAC, IP, 600)
+    assert gate.revoke(MAC) == [IP]
+    left = subprocess.run(["ip", "netns", "exec", box.ns, "conntrack", "-L"], capture_output=True, text=True).stdout
+    assert f"src={IP} " not in left and "src=10.99.0.99 " in left
+
+
 def test_a_new_login_of_the_same_device_ends_its_older_login(box):
     assert box.session("login", MAC, IP).returncode == 0
     assert box.session("login", MAC, "10.99.0.70").returncode == 0
