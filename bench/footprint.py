@@ -5,8 +5,10 @@ online (ledger logins and kernel elements, indexed by the gate, as bench/login_s
 
     sudo .venv/bin/python bench/footprint.py [--seconds 8]
 
-Two portal set-ups are measured in the same office, one after the other, with everything else
-on the box (dnsmasq, and whatever else the office runs there) the same:
+Every long-running box process is counted: the gate, the portal, dnsmasq, the flow logger and
+the RADIUS server (the last two started here as their systemd units run them; hostapd needs a
+radio and is not run). Two portal set-ups are measured in the same office, one after the
+other, with everything else on the box the same:
 
     before   the portal as it was when issue 20 was filed: two gunicorn instances (HTTP and
              HTTPS) of sync workers, `portal.workers` each, every worker importing on its own
@@ -142,6 +144,29 @@ def stop(office: Office, *names: str) -> None:
         proc.wait(timeout=20)
 
 
+def start_box_services(office: Office) -> None:
+    """Start the box's other long-running processes in the office's box namespace, as the
+    systemd units run them: the flow logger (conntrack events into the ledger) and the RADIUS
+    server (with one NAS, as hostapd would be; the office itself has no radio)."""
+    import secrets
+    ready = office.workdir / "flowlog.ready"
+    office.spawn("flowlog", office.box_ns, office.skillspot("ledger", "flowlog", "--ready-file", str(ready)),
+                 env={"SKILLSPOT_ALLOW_EXAMPLE_SECRETS": "1"})
+    radius_config = office.workdir / "skillspot-radius.toml"
+    radius_config.write_text(office.config_path.read_text() + "\n[[radius.clients]]\nname = \"hostapd\"\n"
+                             f"address = \"127.0.0.1\"\nsecret = \"{secrets.token_hex(16)}\"\n")
+    office.spawn("radius", office.box_ns, [sys.executable, "-m", "skillspot.cli", "--config", str(radius_config),
+                                          "radius"], env={"SKILLSPOT_ALLOW_EXAMPLE_SECRETS": "1"})
+    deadline = time.monotonic() + 60
+    while not (ready.exists() and ":1812 " in office.run_in(office.box_ns, ["ss", "-ulnH"]).stdout):
+        for name in ("flowlog", "radius"):
+            if office.procs[name].poll() is not None:
+                raise SystemExit(f"{name} exited; see {office.workdir / (name + '.log')}")
+        if time.monotonic() > deadline:
+            raise SystemExit("the flow logger or the RADIUS server did not come up within 60 s")
+        time.sleep(0.1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=int, default=8, help="length of the load (3 to 60)")
@@ -153,6 +178,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="skbench-footprint-") as tmp, Office(workdir=Path(tmp)) as office:
         office.phone_dhcp()
         add_devices(office, 0, args.devices)  # ledger logins + kernel elements; the gate indexes them
+        start_box_services(office)
         print(f"footprint bench, office {office.prefix}: PSS of every process in the box namespace, "
               f"{args.devices:,} devices online")
         for setup in ("project", "before"):

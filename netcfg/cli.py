@@ -110,12 +110,6 @@ def gate_command(ctx, verbose: bool) -> None:
     import sys
     import threading
 
-    # Installed with the `central` extra on a development machine, never on a box: sqlite-utils
-    # imports them when it finds them (about 60 MB in this long-running process), and the gate
-    # never uses them. As on a box, `import pandas` fails here and sqlite-utils does without.
-    for name in ("pandas", "numpy", "pyarrow"):
-        sys.modules.setdefault(name, None)
-
     from ledger.db import LedgerError, open_ledger
     from netcfg.gate import GateError
     from netcfg.gated import GateServer, GateService

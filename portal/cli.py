@@ -8,7 +8,6 @@ box's memory, and sync workers closed every connection, so each HTTPS request pa
 """
 from __future__ import annotations
 
-import sys
 
 import click
 
@@ -19,9 +18,6 @@ from portal.captive import CLOSE_KEY  # set by the interception middleware
 # cover the network waits (handshakes, slow phones); the GIL runs one request per worker at a time.
 THREADS = 4
 KEEPALIVE_SECONDS = 5  # phones reopen the portal in bursts; idle connections go after this
-# Installed with the `central` extra on a development machine, never on a box; sqlite-utils
-# imports them if it finds them (40 MB a process) and the portal never uses them.
-NOT_ON_A_BOX = ("pandas", "numpy", "pyarrow")
 
 
 def warm_imports() -> None:
@@ -31,8 +27,8 @@ def warm_imports() -> None:
     after the fork, so no SQLite or netlink handle is ever shared between processes."""
     import gc
 
-    for name in NOT_ON_A_BOX:
-        sys.modules.setdefault(name, None)  # `import pandas` raises ImportError: as on a box
+    from base.lean import as_on_a_box
+    as_on_a_box()  # also done by the `skillspot` command; here for a master started another way
     import portal  # noqa: F401  Flask, Jinja, Babel
     from portal import admin, api, captive, login  # noqa: F401
     import portal.i18n  # noqa: F401

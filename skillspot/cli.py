@@ -52,6 +52,8 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy and cmd_name not in self.commands:
             module_name, attr, _help = self.lazy[cmd_name]
+            from base.lean import as_on_a_box
+            as_on_a_box()  # before the command's imports: every command runs as on a box (no pandas & co.)
             try:
                 module = importlib.import_module(module_name)
             except ModuleNotFoundError as exc:

@@ -28,6 +28,14 @@ def box(tmp_path):
 
 
 @pytest.fixture
+def logged_in_box(tmp_path):
+    """A gate with a 30 s idle limit and one device (MAC, IP) logged in."""
+    with started_gate_box(tmp_path, idle_seconds=30) as b:
+        assert b.session("login", MAC, IP).returncode == 0
+        yield b
+
+
+@pytest.fixture
 def quiet_box(tmp_path):
     """A gate whose sweeper does not run during the test (it would remove devices let in
     without a login, as the protocol tests do)."""
@@ -204,42 +212,32 @@ def test_the_sweeper_writes_one_logout_for_a_session_the_kernel_timed_out(box):
     led.close()
 
 
-def test_the_sweeper_ends_an_idle_device(tmp_path):
-    box = GateBox(tmp_path, idle_seconds=30)
-    try:
-        box.start()
-        assert box.session("login", MAC, IP).returncode == 0
-        # The device goes quiet: its idle element runs out (removed here as 30 s of silence would).
-        box.nft("delete", "element", "inet", "skillspot", "active", f"{{ {MAC} . {IP} }}")
-        wait_for(lambda: logouts(box) == [(1, "idle")], "an idle logout")
-        assert box.kernel() == set() and box.ledger_live() == set()
-    finally:
-        box.close()
+def test_the_sweeper_ends_an_idle_device(logged_in_box):
+    box = logged_in_box
+    # The device goes quiet: its idle element runs out (removed here as 30 s of silence would).
+    box.nft("delete", "element", "inet", "skillspot", "active", f"{{ {MAC} . {IP} }}")
+    wait_for(lambda: logouts(box) == [(1, "idle")], "an idle logout")
+    assert box.kernel() == set() and box.ledger_live() == set()
 
 
-def test_ipv6_traffic_alone_keeps_a_device_from_the_idle_end(tmp_path):
-    box = GateBox(tmp_path, idle_seconds=30)
-    try:
-        box.start()
-        assert box.session("login", MAC, IP).returncode == 0
-        # The device stops using IPv4 but keeps talking IPv6: its IPv4 idle element runs out
-        # (removed here) while the IPv6 rule refreshed its MAC's (added here, as a packet would).
-        box.nft("add", "element", "inet", "skillspot", "active_mac6", f"{{ {MAC} }}")
-        box.nft("delete", "element", "inet", "skillspot", "active", f"{{ {MAC} . {IP} }}")
-        changed = time.time()
-        gate = box.client()
-        # Two idle-set reads that started after the change: the device must still be online.
-        wait_for(lambda: (gate.health()["last_idle_read_s_ago"] or 1e9) < time.time() - changed - 0.2,
-                 "a read of the idle sets after the change")
-        first = time.time() - gate.health()["last_idle_read_s_ago"]
-        wait_for(lambda: time.time() - gate.health()["last_idle_read_s_ago"] > first + 0.2, "a second read")
-        assert logouts(box) == [] and box.kernel() == {(MAC, IP)}
-        # Quiet on IPv6 too: now it is idle.
-        box.nft("delete", "element", "inet", "skillspot", "active_mac6", f"{{ {MAC} }}")
-        wait_for(lambda: logouts(box) == [(1, "idle")], "an idle logout")
-        assert box.kernel() == set()
-    finally:
-        box.close()
+def test_ipv6_traffic_alone_keeps_a_device_from_the_idle_end(logged_in_box):
+    box = logged_in_box
+    # The device stops using IPv4 but keeps talking IPv6: its IPv4 idle element runs out
+    # (removed here) while the IPv6 rule refreshed its MAC's (added here, as a packet would).
+    box.nft("add", "element", "inet", "skillspot", "active_mac6", f"{{ {MAC} }}")
+    box.nft("delete", "element", "inet", "skillspot", "active", f"{{ {MAC} . {IP} }}")
+    changed = time.time()
+    gate = box.client()
+    # Two idle-set reads that started after the change: the device must still be online.
+    wait_for(lambda: (gate.health()["last_idle_read_s_ago"] or 1e9) < time.time() - changed - 0.2,
+             "a read of the idle sets after the change")
+    first = time.time() - gate.health()["last_idle_read_s_ago"]
+    wait_for(lambda: time.time() - gate.health()["last_idle_read_s_ago"] > first + 0.2, "a second read")
+    assert logouts(box) == [] and box.kernel() == {(MAC, IP)}
+    # Quiet on IPv6 too: now it is idle.
+    box.nft("delete", "element", "inet", "skillspot", "active_mac6", f"{{ {MAC} }}")
+    wait_for(lambda: logouts(box) == [(1, "idle")], "an idle logout")
+    assert box.kernel() == set()
 
 
 def test_a_revoke_through_the_gate_deletes_the_devices_connections_and_no_others(quiet_box):
