@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import nftables
 
 from netcfg.fastpath import recent_removals
-from netcfg.setdump import SetDumpError, mac_ipv4_of, set_keys
+from netcfg.setdump import SetDumpError, mac_ipv4_of, set_keys, timed_elements
 from netcfg.ruleset import ACTIVE_MAC6_SET, ACTIVE_SET, AUTHORISED_MAC6_SET, AUTHORISED_SET, DOWN_METER, FAMILY, TABLE, UP_METER
 
 
@@ -121,12 +121,6 @@ class KernelState:
     active: Activity                                    # which (mac, ip) are not idle
 
 
-def _concat(item) -> tuple[str, str]:
-    elem = item.get("elem", item) if isinstance(item, dict) else item
-    val = elem["val"] if isinstance(elem, dict) and "val" in elem else elem
-    return tuple(val["concat"])
-
-
 class NftSets:
     """The gate's sets, changed through libnftables' JSON API: one netlink transaction per change.
 
@@ -149,13 +143,6 @@ class NftSets:
         if rc != 0:
             raise NftError(f"nft refused {json.dumps(commands)[:300]}: {err.strip()}")
         return out or {}
-
-    def _elements(self, set_name: str) -> list:
-        out = self._cmd([{"list": {"set": {"family": FAMILY, "table": TABLE, "name": set_name}}}])
-        for item in out.get("nftables", []):
-            if "set" in item:
-                return item["set"].get("elem", [])
-        return []
 
     def table_exists(self) -> bool:
         """Whether the skillspot table is loaded."""
@@ -183,10 +170,13 @@ class NftSets:
 
     def dump(self) -> KernelState:
         """Everything the gate's sets hold now: for the gate's start, never per login."""
-        authorised = {}
-        for item in self._elements(AUTHORISED_SET):
-            elem = item.get("elem", item)
-            authorised[_concat(item)] = (int(elem.get("timeout", 0)), int(elem.get("expires", 0)))
+        # One netlink dump of this set (netcfg.setdump), not libnftables' JSON of the whole
+        # table: at 10,000 devices that parse left the gate 35 MB larger for its whole life.
+        try:
+            timed = timed_elements(TABLE, AUTHORISED_SET)
+        except (SetDumpError, OSError) as exc:
+            raise NftError(f"reading the {AUTHORISED_SET} set: {exc}") from None
+        authorised = {mac_ipv4_of(key): (timeout // 1000, left // 1000) for key, (timeout, left) in timed.items()}
         return KernelState(authorised=authorised, active=self.active_keys())
 
     def change(self, mac: str, remove_ips: list[str], add: tuple[str, int] | None) -> None:

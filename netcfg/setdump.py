@@ -14,15 +14,17 @@ the 4 address bytes.
 from __future__ import annotations
 
 import socket
+import struct
 
-from netcfg.netlink import NLA, NLA_TYPE_MASK, NLM_F_DUMP_INTR, Netfilter, NetlinkError, attr, attrs
+from netcfg.netlink import NLA, NLA_TYPE_MASK, NLM_F_DUMP_INTR, Netfilter, NetlinkError, attr, attrs, find
 
 NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_GETSETELEM = 13
 NFPROTO_INET = 1
 NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
 NFTA_LIST_ELEM = 1
-NFTA_SET_ELEM_KEY = 1
+NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_TIMEOUT, NFTA_SET_ELEM_EXPIRATION = 1, 4, 5
+_BE64 = struct.Struct(">Q")
 NFTA_DATA_VALUE = 1
 
 
@@ -33,23 +35,58 @@ class SetDumpError(Exception):
 def set_keys(table: str, set_name: str, family: int = NFPROTO_INET, tries: int = 3) -> set[bytes]:
     """The packed keys of every element of `family table set_name`, in one netlink dump (again,
     up to `tries` times, if the kernel marks the dump as interrupted by a change)."""
+    keys: set[bytes] = set()
+    _dump_set(table, set_name, family, tries, lambda buf, start, end: _collect(buf, start, end, keys), keys.clear)
+    return keys
+
+
+def timed_elements(table: str, set_name: str, family: int = NFPROTO_INET, tries: int = 3
+                   ) -> dict[bytes, tuple[int, int]]:
+    """packed key -> (timeout, time left), both in milliseconds (0 when the kernel sent none),
+    of every element of a set with timeouts: what the gate reads at its start."""
+    out: dict[bytes, tuple[int, int]] = {}
+    _dump_set(table, set_name, family, tries, lambda buf, start, end: _collect_timed(buf, start, end, out),
+              out.clear)
+    return out
+
+
+def _dump_set(table: str, set_name: str, family: int, tries: int, collect, restart) -> None:
     request = (attr(NFTA_SET_ELEM_LIST_TABLE, table.encode() + b"\0")
                + attr(NFTA_SET_ELEM_LIST_SET, set_name.encode() + b"\0"))
     what = f"reading set {table} {set_name}"
     for _ in range(tries):
-        keys: set[bytes] = set()
+        restart()
         interrupted = False
         try:
             with Netfilter() as nl:
                 for buf, flags, start, end in nl.dump((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
                                                       family, request, what):
                     interrupted = interrupted or bool(flags & NLM_F_DUMP_INTR)
-                    _collect(buf, start, end, keys)
+                    collect(buf, start, end)
         except NetlinkError as exc:
             raise SetDumpError(exc.strerror + (" (no such table or set)" if exc.errno == 2 else "")) from None
         if not interrupted:
-            break
-    return keys
+            return
+
+
+def _collect_timed(buf: bytes, start: int, end: int, out: dict[bytes, tuple[int, int]]) -> None:
+    for kind, a, b in attrs(buf, start, end):
+        if kind != NFTA_SET_ELEM_LIST_ELEMENTS:
+            continue
+        for elem_kind, c, d in attrs(buf, a, b):
+            if elem_kind != NFTA_LIST_ELEM:
+                continue
+            key, timeout, left = None, 0, 0
+            for field, e, f in attrs(buf, c, d):
+                if field == NFTA_SET_ELEM_KEY:
+                    value = find(buf, e, f, NFTA_DATA_VALUE)
+                    key = buf[value[0]:value[1]] if value else None
+                elif field == NFTA_SET_ELEM_TIMEOUT and f - e == 8:
+                    timeout = _BE64.unpack_from(buf, e)[0]
+                elif field == NFTA_SET_ELEM_EXPIRATION and f - e == 8:
+                    left = _BE64.unpack_from(buf, e)[0]
+            if key is not None:
+                out[key] = (timeout, left)
 
 
 def _collect(buf: bytes, start: int, end: int, keys: set[bytes]) -> None:

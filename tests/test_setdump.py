@@ -58,3 +58,22 @@ def test_packing_round_trips():
     assert len(key) == 12 and mac_ipv4_of(key) == ("02:ab:cd:00:00:01", "192.0.2.7")
     with pytest.raises(OSError):
         mac_ipv4_key("02:ab:cd:00:00:01", "192.0.2.300")
+
+
+def test_the_timed_read_gives_each_elements_timeout_and_time_left():
+    with scratch_namespace() as ns:
+        assert in_ns(ns, ["nft", "-f", "-"], input=TABLE).returncode == 0
+        assert in_ns(ns, ["nft", "-f", "-"], input=(
+            "add element inet sdtest pairs { 02:5d:00:00:00:01 . 10.77.0.1 timeout 600s, "
+            "02:5d:00:00:00:02 . 10.77.0.2 timeout 90s }\n")).returncode == 0
+        got = in_ns(ns, [sys.executable, "-c",
+                         "import json\nfrom netcfg.setdump import mac_ipv4_of, timed_elements\n"
+                         "print(json.dumps({' '.join(mac_ipv4_of(k)): v "
+                         "for k, v in timed_elements('sdtest', 'pairs').items()}))"])
+        assert got.returncode == 0, got.stderr
+        answer = json.loads(got.stdout)
+        assert answer.keys() == {"02:5d:00:00:00:01 10.77.0.1", "02:5d:00:00:00:02 10.77.0.2"}
+        timeout, left = answer["02:5d:00:00:00:01 10.77.0.1"]
+        assert timeout == 600_000 and 590_000 <= left <= 600_000
+        timeout, left = answer["02:5d:00:00:00:02 10.77.0.2"]
+        assert timeout == 90_000 and 80_000 <= left <= 90_000
