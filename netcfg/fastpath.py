@@ -50,8 +50,8 @@ def forget_connections(ips: list[str]) -> int:
     the device's next packet is checked again from the start and refused. Spoken over
     ctnetlink (netcfg.netlink): the kernel lists only the entries from the address (a dump
     with a filter, kernel 5.8 or later) and each is deleted by its tuple. `conntrack -D -s`
-    did the same from a process of its own: 30 ms a revoke in the simulated office, most of
-    the revoke's cost.
+    did the same from a process of its own (6.7 ms against 5.2 ms here, in the simulated
+    office's box), and the gate forked for it on every revoke.
     """
     total = 0
     for ip in ips:
