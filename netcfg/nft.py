@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import nftables
 
 from netcfg.fastpath import recent_removals
-from netcfg.setdump import SetDumpError, mac_ipv4_of, set_keys, timed_elements
 from netcfg.ruleset import ACTIVE_MAC6_SET, ACTIVE_SET, AUTHORISED_MAC6_SET, AUTHORISED_SET, DOWN_METER, FAMILY, TABLE, UP_METER
+from netcfg.setdump import SetDumpError, mac_ipv4_of, set_keys, timed_elements
 
 
 class NftError(Exception):
