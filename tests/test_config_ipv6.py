@@ -37,7 +37,7 @@ def test_on_advertises_the_prefix_and_gates_by_it():
     assert "host-record=wifi.dsd.go.th,10.99.0.1,2001:db8:10:1::1" in conf
     text = render_ruleset(RulesetParams.from_config(cfg.network, cfg.portal))
     assert "ip6 saddr != 2001:db8:10:1::/64 counter reject" in text
-    assert "ether saddr @authorised_mac6 accept" in text
+    assert "ether saddr @authorised_mac6 update @active_mac6 { ether saddr } accept" in text
 
 
 @pytest.mark.parametrize("network,words", [

@@ -27,7 +27,7 @@ def test_render_has_the_gate_and_the_garden():
     assert 'oifname "eth0" meta nfproto ipv4 masquerade' in text  # IPv6 is never translated
     assert "reject with tcp reset" in text and "reject with icmpx admin-prohibited" in text
     # IPv6 is off unless configured: nothing IPv6 is forwarded, for anyone.
-    assert "meta nfproto ipv6 jump ipv6_clients" in text and "ether saddr @authorised_mac6 accept" not in text
+    assert "meta nfproto ipv6 jump ipv6_clients" in text and "ether saddr @authorised_mac6 update @active_mac6" not in text
     # The portal, DNS and DHCP are what an unauthorised visitor may reach on the box.
     assert "udp dport { 53, 67 } accept" in text and "tcp dport { 53, 8080, 8443 } accept" in text
     # Nothing renders a chain named by an nft keyword (`fwd`), or closes two blocks on one line.
