@@ -64,22 +64,7 @@ def add_devices(office: Office, start: int, end: int, seconds: int = 7200) -> fl
                                    expires_ms=expires))
     ledger.db.conn.execute("COMMIT")
     ledger.close()
-    gate = office.procs.pop("gate")
-    os.killpg(gate.pid, signal.SIGTERM)
-    gate.wait(timeout=30)
-    batch = office.workdir / "fill.nft"
-    with batch.open("w") as fh:
-        for lo in range(start, end, 5000):
-            keys = [" . ".join(fake(i)) for i in range(lo, min(end, lo + 5000))]
-            fh.write("add element inet skillspot authorised { "
-                     + ", ".join(f"{k} timeout {seconds}s" for k in keys) + " }\n")
-            fh.write("add element inet skillspot active { " + ", ".join(keys) + " }\n")
-            fh.write("add element inet skillspot authorised_mac6 { "
-                     + ", ".join(f"{fake(i)[0]} timeout {seconds}s" for i in range(lo, min(end, lo + 5000))) + " }\n")
-    office.run_in(office.box_ns, ["nft", "-f", str(batch)], timeout=600)
-    t0 = time.perf_counter()
-    office.start_gate(timeout=900)
-    return time.perf_counter() - t0
+    return _change_sets_and_restart_gate(office, "add", start, end, f" timeout {seconds}s")
 
 
 def remove_devices(office: Office, start: int, end: int) -> float:
@@ -88,17 +73,24 @@ def remove_devices(office: Office, start: int, end: int) -> float:
     seconds."""
     if end <= start:
         return 0.0
+    return _change_sets_and_restart_gate(office, "delete", start, end, "")
+
+
+def _change_sets_and_restart_gate(office: Office, verb: str, start: int, end: int, timeout: str) -> float:
+    """With the gate stopped, `verb` ("add" or "delete") fake devices start..end-1 in the
+    authorised, active and authorised_mac6 sets in one nft batch (5,000 devices a line), then
+    start the gate again; returns the restart's seconds."""
     gate = office.procs.pop("gate")
     os.killpg(gate.pid, signal.SIGTERM)
     gate.wait(timeout=30)
-    batch = office.workdir / "drop.nft"
+    batch = office.workdir / f"{verb}.nft"
     with batch.open("w") as fh:
         for lo in range(start, end, 5000):
             devs = [fake(i) for i in range(lo, min(end, lo + 5000))]
-            keys = ", ".join(f"{m} . {ip}" for m, ip in devs)
-            fh.write(f"delete element inet skillspot authorised {{ {keys} }}\n")
-            fh.write(f"delete element inet skillspot active {{ {keys} }}\n")
-            fh.write("delete element inet skillspot authorised_mac6 { " + ", ".join(m for m, _ in devs) + " }\n")
+            keys = [f"{m} . {ip}" for m, ip in devs]
+            fh.write(f"{verb} element inet skillspot authorised {{ {', '.join(k + timeout for k in keys)} }}\n")
+            fh.write(f"{verb} element inet skillspot active {{ {', '.join(keys)} }}\n")
+            fh.write(f"{verb} element inet skillspot authorised_mac6 {{ {', '.join(m + timeout for m, _ in devs)} }}\n")
     office.run_in(office.box_ns, ["nft", "-f", str(batch)], timeout=600)
     t0 = time.perf_counter()
     office.start_gate(timeout=900)

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from simoffice.office import BOX_LAN_IP, PORTAL_HOST, WEB_IP, Office  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
-from login_scale import add_devices, cpu_ticks, fake  # noqa: E402
+from login_scale import add_devices, cpu_ticks, fake, remove_devices  # noqa: E402
 
 PAGES = {
     "splash": (f"http://{BOX_LAN_IP}:8080/", PORTAL_HOST, 200),
@@ -110,25 +110,10 @@ def let_in(office: Office, devs: list[tuple[str, str]]) -> float:
 def let_out(office: Office, devs: list[tuple[str, str]]) -> float:
     """Back to no device online: stop the gate, delete the devices' elements in one nft batch,
     start the gate again (it rebuilds its index from the kernel and closes the logins it no
-    longer holds). Ten thousand revocations one by one would take minutes; this is the same
-    end state. Seconds taken."""
-    import os
-    import signal as sig
+    longer holds; bench/login_scale.remove_devices). Ten thousand revocations one by one would
+    take minutes; this is the same end state. Seconds taken."""
     t0 = time.monotonic()
-    gate = office.procs.pop("gate")
-    os.killpg(gate.pid, sig.SIGTERM)
-    gate.wait(timeout=30)
-    keys = [f"{m} . {ip}" for m, ip in devs]
-    with tempfile.NamedTemporaryFile("w", suffix=".nft", delete=False) as fh:
-        fh.write("delete element inet skillspot authorised { " + ", ".join(keys) + " }\n")
-        fh.write("delete element inet skillspot active { " + ", ".join(keys) + " }\n")
-        fh.write("delete element inet skillspot authorised_mac6 { " + ", ".join(m for m, _ in devs) + " }\n")
-        path = fh.name
-    try:
-        office.run_in(office.box_ns, ["nft", "-f", path], timeout=120)
-    finally:
-        Path(path).unlink()
-    office.start_gate()
+    remove_devices(office, 0, len(devs))
     return time.monotonic() - t0
 
 
