@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from typing import Callable, Container, Iterable, TypeVar
 
 Key = tuple[str, str]  # (mac, ip)
@@ -29,6 +30,26 @@ K = TypeVar("K")
 CHILD_ABOVE = 5_000
 CHILD_TIMEOUT_SECONDS = 120.0
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass(frozen=True)
+class Activity:
+    """Who sent traffic within the idle time: `pairs` from the IPv4 idle set, `macs6` from the
+    IPv6 one. A device (mac, ip) is active if either holds it. Keys are either (mac, ip) tuples
+    and MAC strings, or the kernel's packed bytes (netcfg.setdump) for both."""
+
+    pairs: frozenset
+    macs6: frozenset
+
+    def __contains__(self, key) -> bool:
+        return key in self.pairs or (key[:6] if isinstance(key, bytes) else key[0]) in self.macs6
+
+
+def read_activity(table: str, pairs_set: str, macs6_set: str) -> Activity:
+    """The idle sets' keys as the kernel packs them: one netlink dump of each set alone
+    (netcfg.setdump). Raises SetDumpError."""
+    from netcfg.setdump import set_keys
+    return Activity(pairs=frozenset(set_keys(table, pairs_set)), macs6=frozenset(set_keys(table, macs6_set)))
 
 
 class IdleScanError(Exception):
@@ -57,11 +78,12 @@ def missing_twice(keys: Iterable[K], read: Callable[[], Container[K]]) -> set[K]
 
 
 def _idle_in_child(keys: list[Key]) -> set[Key]:
+    from netcfg.ruleset import ACTIVE_MAC6_SET, ACTIVE_SET, TABLE  # loaded already in the gate
     text = "".join(f"{mac} {ip}\n" for mac, ip in keys)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
     try:
-        proc = subprocess.run([sys.executable, "-m", "netcfg.idlescan"], input=text, capture_output=True,
-                              text=True, env=env, timeout=CHILD_TIMEOUT_SECONDS)
+        proc = subprocess.run([sys.executable, "-m", "netcfg.idlescan", TABLE, ACTIVE_SET, ACTIVE_MAC6_SET],
+                              input=text, capture_output=True, text=True, env=env, timeout=CHILD_TIMEOUT_SECONDS)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise IdleScanError(f"reading the idle set in a child process failed: {exc}") from None
     if proc.returncode != 0:
@@ -70,19 +92,21 @@ def _idle_in_child(keys: list[Key]) -> set[Key]:
 
 
 def main() -> int:
-    """Child side: keys on stdin ("MAC IP" lines), the idle ones on stdout. Keys are compared
-    as the kernel packs them, so the 100,000 elements of the dump are never decoded."""
-    from netcfg.nft import NftError, NftSets
-    from netcfg.setdump import mac_ipv4_key
+    """Child side, `python -m netcfg.idlescan TABLE IPV4_SET IPV6_SET`: keys on stdin ("MAC IP"
+    lines), the idle ones on stdout. Keys are compared as the kernel packs them, so the 100,000
+    elements of the dump are never decoded. The set names come from the parent so that this
+    imports only netcfg.setdump: libnftables and the config model (through netcfg.ruleset) cost
+    165 ms of start-up on every sweep pass."""
+    from netcfg.setdump import SetDumpError, mac_ipv4_key
     packed: dict[bytes, str] = {}
     for line in sys.stdin:
         mac, _, ip = line.strip().partition(" ")
         if mac:
             packed[mac_ipv4_key(mac, ip)] = line if line.endswith("\n") else line + "\n"
     try:
-        idle = missing_twice(packed, NftSets.active_packed)
-    except NftError as exc:
-        print(f"idle scan: {exc}", file=sys.stderr)
+        idle = missing_twice(packed, lambda: read_activity(*sys.argv[1:4]))
+    except (SetDumpError, OSError) as exc:
+        print(f"idle scan: reading the idle sets: {exc}", file=sys.stderr)
         return 1
     sys.stdout.write("".join(packed[key] for key in idle))
     return 0

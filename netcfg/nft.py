@@ -15,7 +15,8 @@ import nftables
 
 from netcfg.fastpath import recent_removals
 from netcfg.ruleset import ACTIVE_MAC6_SET, ACTIVE_SET, AUTHORISED_MAC6_SET, AUTHORISED_SET, DOWN_METER, FAMILY, TABLE, UP_METER
-from netcfg.setdump import SetDumpError, mac_ipv4_of, set_keys, timed_elements
+from netcfg.idlescan import Activity, read_activity
+from netcfg.setdump import SetDumpError, mac_ipv4_of, mac_of, timed_elements
 
 
 class NftError(Exception):
@@ -101,19 +102,6 @@ def _run_nft_file(text: str, check: bool) -> None:
 
 
 @dataclass(frozen=True)
-class Activity:
-    """Who sent traffic within the idle time: `pairs` from the IPv4 idle set, `macs6` from the
-    IPv6 one. A device (mac, ip) is active if either holds it. Keys are either (mac, ip) tuples
-    and MAC strings, or the kernel's packed bytes (netcfg.setdump) for both."""
-
-    pairs: frozenset
-    macs6: frozenset
-
-    def __contains__(self, key) -> bool:
-        return key in self.pairs or (key[:6] if isinstance(key, bytes) else key[0]) in self.macs6
-
-
-@dataclass(frozen=True)
 class KernelState:
     """What the kernel holds in the gate's sets at one moment (read once at gate start)."""
 
@@ -154,19 +142,12 @@ class NftSets:
 
     def active_keys(self) -> Activity:
         """Every device that sent traffic within the idle time, as (mac, ip) and MACs."""
-        packed = self.active_packed()
-        return Activity(pairs=frozenset(mac_ipv4_of(k) for k in packed.pairs),
-                        macs6=frozenset(":".join(f"{b:02x}" for b in k) for k in packed.macs6))
-
-    @staticmethod
-    def active_packed() -> Activity:
-        """The idle sets' keys as the kernel packs them (netcfg.setdump: one netlink dump of
-        each set alone, about an eighth of libnftables' cost at 100,000 devices)."""
         try:
-            return Activity(pairs=frozenset(set_keys(TABLE, ACTIVE_SET)),
-                            macs6=frozenset(set_keys(TABLE, ACTIVE_MAC6_SET)))
+            packed = read_activity(TABLE, ACTIVE_SET, ACTIVE_MAC6_SET)
         except (SetDumpError, OSError) as exc:
             raise NftError(f"reading the idle sets: {exc}") from None
+        return Activity(pairs=frozenset(mac_ipv4_of(k) for k in packed.pairs),
+                        macs6=frozenset(mac_of(k) for k in packed.macs6))
 
     def dump(self) -> KernelState:
         """Everything the gate's sets hold now: for the gate's start, never per login."""

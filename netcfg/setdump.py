@@ -13,6 +13,7 @@ the 4 address bytes.
 """
 from __future__ import annotations
 
+import errno
 import socket
 import struct
 
@@ -64,7 +65,7 @@ def _dump_set(table: str, set_name: str, family: int, tries: int, collect, resta
                     interrupted = interrupted or bool(flags & NLM_F_DUMP_INTR)
                     collect(buf, start, end)
         except NetlinkError as exc:
-            raise SetDumpError(exc.strerror + (" (no such table or set)" if exc.errno == 2 else "")) from None
+            raise SetDumpError(exc.strerror + (" (no such table or set)" if exc.errno == errno.ENOENT else "")) from None
         if not interrupted:
             return
 
@@ -121,6 +122,11 @@ def mac_ipv4_key(mac: str, ip: str) -> bytes:
     return bytes.fromhex(mac.replace(":", "")) + b"\0\0" + socket.inet_aton(ip)
 
 
+def mac_of(key: bytes) -> str:
+    """The MAC of a packed `ether_addr` key (or of the first field of a concatenated one)."""
+    return ":".join(f"{b:02x}" for b in key[:6])
+
+
 def mac_ipv4_of(key: bytes) -> tuple[str, str]:
     """(mac, ip) from a packed `ether_addr . ipv4_addr` key."""
-    return ":".join(f"{b:02x}" for b in key[:6]), socket.inet_ntoa(key[8:12])
+    return mac_of(key), socket.inet_ntoa(key[8:12])
