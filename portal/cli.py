@@ -18,6 +18,10 @@ from portal.captive import CLOSE_KEY  # set by the interception middleware
 # cover the network waits (handshakes, slow phones); the GIL runs one request per worker at a time.
 THREADS = 4
 KEEPALIVE_SECONDS = 5  # phones reopen the portal in bursts; idle connections go after this
+TLS_HANDSHAKE_SECONDS = 10  # a thread waits this long at most for a stalled handshake
+# A phone sends its request with or right after the handshake's last message; a connection
+# still silent after this goes back to the poller and frees its thread.
+REQUEST_AFTER_HANDSHAKE_SECONDS = 0.2
 
 
 def warm_imports() -> None:
@@ -69,6 +73,31 @@ def _dual_port_worker_class():
             super().__init__(cfg, sock, client, server)
 
     class Worker(gthread.ThreadWorker):
+        def handle(self, conn):
+            """A new TLS connection: the handshake, then back to the poller unless the request
+            is already there. gthread reads the request right after the handshake, blocking
+            its thread until the client sends one, and browsers open TLS connections ahead of
+            need (preconnect) that send nothing for seconds: eight of them held every thread
+            of both workers, and the portal stopped answering on both ports. A deferred
+            connection waits in the poller without a thread and is closed after `keepalive`
+            seconds of silence."""
+            if conn.cfg.is_ssl and not conn.initialized:
+                if not conn.wait_for_data(gthread.DEFAULT_WORKER_DATA_TIMEOUT):
+                    return gthread._DEFER  # no ClientHello yet
+                conn.sock.setblocking(True)
+                conn.sock.settimeout(TLS_HANDSHAKE_SECONDS)  # a client that stalls mid-handshake
+                try:
+                    conn.init()
+                except OSError as exc:  # ssl.SSLError included: a bad or cut handshake
+                    self.log.debug("TLS handshake with %s failed: %s", conn.client, exc)
+                    return False  # finish_request closes it
+                conn.sock.settimeout(None)
+                if not conn.sock.pending() and not _readable(conn.sock, REQUEST_AFTER_HANDSHAKE_SECONDS):
+                    conn.data_ready = False
+                    return gthread._DEFER
+                conn.data_ready = True
+            return super().handle(conn)
+
         def init_process(self) -> None:
             port, cert, key = _TLS_LISTENER or (None, None, None)
             if port is not None:
@@ -78,6 +107,14 @@ def _dual_port_worker_class():
             super().init_process()
 
     return Worker
+
+
+def _readable(sock, seconds: float) -> bool:
+    """True if `sock` has bytes to read within `seconds`."""
+    import selectors
+    with selectors.DefaultSelector() as sel:
+        sel.register(sock, selectors.EVENT_READ)
+        return bool(sel.select(seconds))
 
 
 _TLS_LISTENER: tuple[int, str, str] | None = None  # (port, certfile, keyfile), set before the fork
@@ -109,7 +146,40 @@ def server_options(bind: list[str], workers: int) -> dict:
             # Never sendfile(2): on a TLS connection it would bypass the encryption. The portal's
             # pages are generated, not files, so nothing is lost.
             "sendfile": False,
-            "control_socket_disable": True}
+            "control_socket_disable": True,
+            # Each worker opens its own listening sockets (SO_REUSEPORT), and the kernel spreads
+            # new connections over them by address hash. On one shared socket the worker that
+            # woke first took most of a burst: wrk's 32 keep-alive connections split 29/3, the
+            # busy worker ran them on one GIL and the rate of a page fell by half (see
+            # docs/footprint.md). A worker that dies loses only the connections still queued on
+            # its own socket; phones retry.
+            "reuse_port": True}
+
+
+def refuse_addresses_in_use(bind: list[str]) -> None:
+    """Exit with a message naming the address if something already listens on one of `bind`.
+
+    The workers bind with SO_REUSEPORT, which would let a second portal (a copy started by hand
+    beside the service, an old one not yet gone) join the first one's addresses without an
+    error and silently get half of the visitors. A socket bound without that flag still fails
+    on a port someone listens on, so the master tries each address once before forking."""
+    import errno
+    import socket
+
+    for addr in bind:
+        host, _, port = addr.rpartition(":")
+        host = host.strip("[]")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # Connections of an earlier run waiting in TIME_WAIT are no reason to refuse.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, int(port)))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise SystemExit(f"portal: {addr} is already in use: another portal (or another "
+                                     f"program) listens there; stop it first (systemctl stop skillspot-portal)") from None
+                raise SystemExit(f"portal: cannot listen on {addr}: {exc.strerror}") from None
 
 
 def portal_server(config, bind: list[str], workers: int, tls_port: int | None = None, tls_only: bool = False):
@@ -136,6 +206,10 @@ def portal_server(config, bind: list[str], workers: int, tls_port: int | None = 
             for key_, value in self._options.items():
                 self.cfg.set(key_, value)
             warm_imports()
+
+        def run(self) -> None:
+            refuse_addresses_in_use(bind)
+            super().run()
 
         def load(self):
             from portal import build_services, create_app

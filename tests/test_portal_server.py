@@ -26,6 +26,8 @@ SERVER = textwrap.dedent(f"""
     cfg = load_config(sys.argv[1])
     portal_server(cfg, ["127.0.0.1:{HTTP_PORT}", "127.0.0.1:{HTTPS_PORT}"], 1, tls_port={HTTPS_PORT}).run()
 """)
+# Two workers, as on a box: they must share a burst of connections.
+SERVER_TWO_WORKERS = SERVER.replace(f"{HTTPS_PORT}\"], 1,", f"{HTTPS_PORT}\"], 2,")
 
 CLIENT = textwrap.dedent(f"""
     import http.client, json, socket, ssl, sys, time
@@ -76,6 +78,24 @@ CLIENT = textwrap.dedent(f"""
         out["tls_on_plain"] = "answered"
     except ssl.SSLError as exc:
         out["tls_on_plain"] = "SSLError"
+    # A burst of 32 kept-alive TLS connections, as wrk or an office's phones open them: each
+    # worker must get a share (on one shared listening socket, one worker took 29 of 32).
+    import re, subprocess
+    # All 32 connect before any handshake, so they wait in the accept queue together. The
+    # handshakes come before any request: a browser's preconnects look like this.
+    raw = [socket.create_connection(("127.0.0.1", {HTTPS_PORT}), 30) for _ in range(32)]
+    held = [ctx.wrap_socket(r, server_hostname="{PORTAL_HOST}") for r in raw]
+    for c in held:  # one request each, so each connection has surely been accepted
+        c.sendall(b"GET /api/captive HTTP/1.1\\r\\nHost: {PORTAL_HOST}\\r\\n\\r\\n")
+        assert c.recv(4096).startswith(b"HTTP/1.1 200")
+    ss = subprocess.run(["ss", "-tnpH", "state", "established", "( sport = :{HTTPS_PORT} )"],
+                        capture_output=True, text=True, check=True).stdout
+    per_pid = {{}}
+    for pid in re.findall(r"pid=(\\d+)", ss):
+        per_pid[pid] = per_pid.get(pid, 0) + 1
+    out["split"] = sorted(per_pid.values())
+    for c in held:
+        c.close()
     print(json.dumps(out))
 """)
 
@@ -102,12 +122,15 @@ def test_one_server_answers_http_and_https_with_keep_alive(tmp_path):
         gate = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "skillspot.cli", "--config",
                                  str(config), "gate"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                 env=env)
-        server = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", SERVER, str(config)],
+        server = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", SERVER_TWO_WORKERS, str(config)],
                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         try:
             got = in_ns(ns, [sys.executable, "-c", CLIENT, str(certs.ca_cert)], timeout=120)
             assert got.returncode == 0, got.stderr[-2000:] + (tmp_path / "portal.log").read_text()[-2000:]
             out = json.loads(got.stdout)
+            # A second portal on the same addresses refuses to start and says why (SO_REUSEPORT
+            # would otherwise let it take half of the connections without a word).
+            second = in_ns(ns, [sys.executable, "-c", SERVER, str(config)], timeout=60, env=env)
         finally:
             for proc in (server, gate):
                 proc.terminate()
@@ -122,3 +145,5 @@ def test_one_server_answers_http_and_https_with_keep_alive(tmp_path):
     assert out["https"] == [200, 200, 200] and out["kept_alive"] is True
     assert out["cert_cn"] == PORTAL_HOST and out["portal_url"] == f"https://{PORTAL_HOST}:8443/"
     assert out["plain_on_tls"] != "answered" and out["tls_on_plain"] == "SSLError"
+    assert len(out["split"]) == 2 and sum(out["split"]) >= 32 and out["split"][0] >= 4, out["split"]
+    assert second.returncode != 0 and f"127.0.0.1:{HTTP_PORT} is already in use" in second.stderr, second.stderr
