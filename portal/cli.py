@@ -19,8 +19,10 @@ from portal.captive import CLOSE_KEY  # set by the interception middleware
 THREADS = 4
 KEEPALIVE_SECONDS = 5  # phones reopen the portal in bursts; idle connections go after this
 TLS_HANDSHAKE_SECONDS = 10  # a thread waits this long at most for a stalled handshake
-# A phone sends its request with or right after the handshake's last message; a connection
-# still silent after this goes back to the poller and frees its thread.
+# A phone sends its request (or ClientHello) right after connecting, and its HTTPS request with
+# or right after the handshake's last message; a connection still silent after this goes back
+# to the poller and frees its thread.
+FIRST_BYTES_SECONDS = 0.2
 REQUEST_AFTER_HANDSHAKE_SECONDS = 0.2
 
 
@@ -74,16 +76,21 @@ def _dual_port_worker_class():
 
     class Worker(gthread.ThreadWorker):
         def handle(self, conn):
-            """A new TLS connection: the handshake, then back to the poller unless the request
-            is already there. gthread reads the request right after the handshake, blocking
-            its thread until the client sends one, and browsers open TLS connections ahead of
-            need (preconnect) that send nothing for seconds: eight of them held every thread
-            of both workers, and the portal stopped answering on both ports. A deferred
-            connection waits in the poller without a thread and is closed after `keepalive`
-            seconds of silence."""
+            """A new connection gets a thread only while it has bytes to read. Browsers open
+            connections ahead of need (preconnect) that send nothing for seconds. gthread
+            waited up to 5 s for a new connection's first bytes in the thread, and after a
+            TLS handshake read the request blocking the thread until the client sent one:
+            eight such connections held every thread of both workers, and the portal stopped
+            answering on both ports. Here a silent connection, before its first bytes or
+            after its handshake, goes back to the poller, which waits without a thread and
+            closes it after `keepalive` seconds of silence."""
+            if not conn.initialized and not conn.data_ready:
+                # gthread itself waits up to 5 s here, in the thread: eight silent connections
+                # (an HTTP preconnect sends nothing either) stalled the portal for 5 s.
+                if not _readable(conn.sock, FIRST_BYTES_SECONDS):
+                    return gthread._DEFER
+                conn.data_ready = True
             if conn.cfg.is_ssl and not conn.initialized:
-                if not conn.wait_for_data(gthread.DEFAULT_WORKER_DATA_TIMEOUT):
-                    return gthread._DEFER  # no ClientHello yet
                 conn.sock.setblocking(True)
                 conn.sock.settimeout(TLS_HANDSHAKE_SECONDS)  # a client that stalls mid-handshake
                 try:

@@ -96,6 +96,18 @@ CLIENT = textwrap.dedent(f"""
     out["split"] = sorted(per_pid.values())
     for c in held:
         c.close()
+    # Connections that send nothing (a browser's preconnects, plain and TLS), three times as many
+    # as the two workers have threads, must not keep a real request waiting: gunicorn held a
+    # thread 5 s for each before it gave up on it, so this request waited about 15 s.
+    silent = [socket.create_connection(("127.0.0.1", port), 30) for port in ({HTTP_PORT}, {HTTPS_PORT}) for _ in range(12)]
+    silent += [ctx.wrap_socket(socket.create_connection(("127.0.0.1", {HTTPS_PORT}), 30),
+                               server_hostname="{PORTAL_HOST}") for _ in range(4)]
+    t0 = time.monotonic()
+    h = http.client.HTTPConnection("127.0.0.1", {HTTP_PORT}, timeout=30)
+    h.request("GET", "/api/captive", headers={{"Host": "{PORTAL_HOST}"}})
+    out["beside_silent"] = [h.getresponse().status, round(time.monotonic() - t0, 2)]
+    for c in silent:
+        c.close()
     print(json.dumps(out))
 """)
 
@@ -145,5 +157,6 @@ def test_one_server_answers_http_and_https_with_keep_alive(tmp_path):
     assert out["https"] == [200, 200, 200] and out["kept_alive"] is True
     assert out["cert_cn"] == PORTAL_HOST and out["portal_url"] == f"https://{PORTAL_HOST}:8443/"
     assert out["plain_on_tls"] != "answered" and out["tls_on_plain"] == "SSLError"
+    assert out["beside_silent"][0] == 200 and out["beside_silent"][1] < 4, out["beside_silent"]
     assert len(out["split"]) == 2 and sum(out["split"]) >= 32 and out["split"][0] >= 4, out["split"]
     assert second.returncode != 0 and f"127.0.0.1:{HTTP_PORT} is already in use" in second.stderr, second.stderr
