@@ -20,6 +20,7 @@ idle and < 260 MB under load. Everything runs in this run's namespaces. Not a te
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import tempfile
@@ -106,7 +107,7 @@ def under_load(office: Office, seconds: int) -> dict[str, int]:
     """Largest total PSS seen while wrk loads the splash page; that sample's breakdown."""
     wrk = subprocess.Popen(["ip", "netns", "exec", office.phone_ns, "wrk", "-t2", "-c32", f"-d{seconds}s",
                             "-H", f"Host: {PORTAL_HOST}", f"http://{BOX_LAN_IP}:8080/"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak: dict[str, int] = {}
     try:
         time.sleep(1)  # wrk opens its connections
@@ -118,7 +119,12 @@ def under_load(office: Office, seconds: int) -> dict[str, int]:
     finally:
         if wrk.poll() is None:
             wrk.kill()
-        wrk.wait(timeout=10)
+        out = wrk.communicate(timeout=10)[0]
+    # The load must have been real: a wrk that could not connect would leave "under load" idle.
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if wrk.returncode != 0 or m is None or float(m.group(1)) < 100 or "Non-2xx" in out:
+        raise SystemExit(f"wrk did not load the portal: {out.strip()[-500:]}")
+    print(f"  wrk: {float(m.group(1)):,.0f} splash pages/s during the samples")
     return peak
 
 
