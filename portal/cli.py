@@ -24,6 +24,10 @@ TLS_HANDSHAKE_SECONDS = 10  # a thread waits this long at most for a stalled han
 # to the poller and frees its thread.
 FIRST_BYTES_SECONDS = 0.2
 REQUEST_AFTER_HANDSHAKE_SECONDS = 0.2
+# A request head (request line and headers) must be complete this long after its first bytes
+# were read, and no larger than this; a phone's is well under 8 KB and comes at once.
+REQUEST_HEAD_SECONDS = 10
+REQUEST_HEAD_MAX_BYTES = 64 * 1024
 
 
 def warm_imports() -> None:
@@ -83,7 +87,10 @@ def _dual_port_worker_class():
             eight such connections held every thread of both workers, and the portal stopped
             answering on both ports. Here a silent connection, before its first bytes or
             after its handshake, goes back to the poller, which waits without a thread and
-            closes it after `keepalive` seconds of silence."""
+            closes it after `keepalive` seconds of silence. The same for a request head that
+            comes in pieces (gthread read it blocking, so a client that sent half a request
+            and stopped held a thread until it closed): the thread only reads what has come,
+            and a head not complete within REQUEST_HEAD_SECONDS ends the connection."""
             if not conn.initialized and not conn.data_ready:
                 # gthread itself waits up to 5 s here, in the thread: eight silent connections
                 # (an HTTP preconnect sends nothing either) stalled the portal for 5 s.
@@ -103,6 +110,16 @@ def _dual_port_worker_class():
                     conn.data_ready = False
                     return gthread._DEFER
                 conn.data_ready = True
+            if not conn.initialized:
+                conn.init()  # plain HTTP: only makes the request parser
+            head = _gather_head(conn)
+            if head == "wait":
+                conn.data_ready = False
+                return gthread._DEFER
+            if head == "give up":
+                self.log.debug("request head from %s too slow or too large; closed", conn.client)
+                return False
+            conn.head_since = None  # the next request on this connection gets its own time
             return super().handle(conn)
 
         def init_process(self) -> None:
@@ -114,6 +131,52 @@ def _dual_port_worker_class():
             super().init_process()
 
     return Worker
+
+
+def _gather_head(conn) -> str:
+    """Read what has arrived of the connection's next request head into its parser's buffer,
+    without blocking: "ready" when the head is complete (or the client closed, which the parser
+    then reports), "wait" to go back to the poller for more, "give up" when the head took longer
+    than REQUEST_HEAD_SECONDS from its first read or grew past REQUEST_HEAD_MAX_BYTES."""
+    import ssl
+    import time
+
+    unreader = conn.parser.unreader
+    data = unreader.take_buffered()
+    now = time.monotonic()
+    since = getattr(conn, "head_since", None) or now
+    conn.head_since = since
+    ended = False
+    conn.sock.setblocking(False)
+    try:
+        while not _head_complete(data) and len(data) <= REQUEST_HEAD_MAX_BYTES:
+            try:
+                chunk = conn.sock.recv(65536)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                # Nothing more yet. A head split over packets a moment apart is common: wait a
+                # little in the thread before handing the connection back to the poller.
+                if time.monotonic() - now < FIRST_BYTES_SECONDS and _readable(conn.sock, FIRST_BYTES_SECONDS):
+                    continue
+                break
+            except OSError:
+                ended = True  # reset or cut: the parser meets the same and closes quietly
+                break
+            if not chunk:
+                ended = True
+                break
+            data += chunk
+    finally:
+        unreader.unread(data)
+        conn.sock.setblocking(True)
+    if len(data) > REQUEST_HEAD_MAX_BYTES and not _head_complete(data):
+        return "give up"
+    if ended or _head_complete(data):
+        return "ready"
+    return "give up" if now - since > REQUEST_HEAD_SECONDS else "wait"
+
+
+def _head_complete(data: bytes) -> bool:
+    return b"\r\n\r\n" in data or b"\n\n" in data
 
 
 def _readable(sock, seconds: float) -> bool:

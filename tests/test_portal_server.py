@@ -108,6 +108,49 @@ CLIENT = textwrap.dedent(f"""
     out["beside_silent"] = [h.getresponse().status, round(time.monotonic() - t0, 2)]
     for c in silent:
         c.close()
+    # Half a request head, then nothing (a slow or hostile client), on as many connections:
+    # the threads only read what came, so a real request is still answered at once.
+    part = b"GET /api/captive HTTP/1.1\\r\\nHost: {PORTAL_HOST}\\r\\n"
+    halves = [socket.create_connection(("127.0.0.1", {HTTP_PORT}), 30) for _ in range(12)]
+    halves += [ctx.wrap_socket(socket.create_connection(("127.0.0.1", {HTTPS_PORT}), 30),
+                               server_hostname="{PORTAL_HOST}") for _ in range(4)]
+    for c in halves:
+        c.sendall(part)
+    t0 = time.monotonic()
+    h = http.client.HTTPConnection("127.0.0.1", {HTTP_PORT}, timeout=30)
+    h.request("GET", "/api/captive", headers={{"Host": "{PORTAL_HOST}"}})
+    out["beside_halves"] = [h.getresponse().status, round(time.monotonic() - t0, 2)]
+    for c in halves:
+        c.close()
+    # A head that arrives in two pieces, 0.6 s apart (longer than a thread waits for more), is
+    # served once the rest comes.
+    c = socket.create_connection(("127.0.0.1", {HTTP_PORT}), 30)
+    c.sendall(part)
+    time.sleep(0.6)  # the client's pause, not a wait for the server
+    c.sendall(b"\\r\\n")
+    out["split_head"] = c.recv(4096).split(b"\\r\\n", 1)[0].decode()
+    c.close()
+    # A head sent a byte a second never completes: the portal ends it after its 10 s.
+    c = socket.create_connection(("127.0.0.1", {HTTP_PORT}), 30)
+    c.settimeout(0.05)
+    t0 = time.monotonic()
+    got = b"unanswered"
+    for i in range(60):  # bounded: 60 bytes, a second apart
+        try:
+            c.sendall(part[i:i + 1] if i < len(part) else b"X-Slow: y\\r\\n")
+        except OSError:
+            got = b""
+            break
+        try:
+            got = c.recv(4096)
+            break
+        except socket.timeout:
+            time.sleep(1)  # the client's pace
+        except OSError:
+            got = b""
+            break
+    out["trickle"] = [got.decode(errors="replace")[:40], round(time.monotonic() - t0, 1)]
+    c.close()
     print(json.dumps(out))
 """)
 
@@ -158,5 +201,9 @@ def test_one_server_answers_http_and_https_with_keep_alive(tmp_path):
     assert out["cert_cn"] == PORTAL_HOST and out["portal_url"] == f"https://{PORTAL_HOST}:8443/"
     assert out["plain_on_tls"] != "answered" and out["tls_on_plain"] == "SSLError"
     assert out["beside_silent"][0] == 200 and out["beside_silent"][1] < 4, out["beside_silent"]
+    assert out["beside_halves"][0] == 200 and out["beside_halves"][1] < 4, out["beside_halves"]
+    assert out["split_head"] == "HTTP/1.1 200 OK", out["split_head"]
+    # Closed without an answer, after the 10 s a head may take and before the 60 s of bytes.
+    assert out["trickle"][0] == "" and 9 <= out["trickle"][1] < 30, out["trickle"]
     assert len(out["split"]) == 2 and sum(out["split"]) >= 32 and out["split"][0] >= 4, out["split"]
     assert second.returncode != 0 and f"127.0.0.1:{HTTP_PORT} is already in use" in second.stderr, second.stderr
