@@ -20,7 +20,10 @@ setup(
     },
     install_requires=[
         "flask>=3.0",
-        "gunicorn>=22",
+        # 27.x: the portal's worker (portal/cli.py) builds on gthread's deferral of idle
+        # connections (_DEFER), per-worker sockets with reuse_port and the parser's
+        # take_buffered(); tests/test_portal_server.py fails if a release changes them.
+        "gunicorn>=27,<28",
         "pyrad>=2.5",
         "pyroute2>=0.9.7",
         "scapy>=2.6",
