@@ -1,6 +1,6 @@
 """Portal pages against devices online, and HTTPS against HTTP, in the simulated office.
 
-    sudo .venv/bin/python bench/portal_pages.py [--seconds 5] [--rounds 5] [--devices 10000]
+    sudo .venv/bin/python bench/portal_pages.py [--seconds 5] [--rounds 9] [--devices 10000]
 
 A phone held at the portal (it has a lease but never logged in) runs Debian's wrk (2 threads,
 32 connections) against the box's portal for each of:
@@ -135,7 +135,7 @@ def prepare(office: Office) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=int, default=5, help="length of each wrk run (1 to 30)")
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (1 to 9)")
+    ap.add_argument("--rounds", type=int, default=9, help="interleaved rounds (1 to 9)")
     ap.add_argument("--devices", type=int, default=10_000, help="devices online in the busy office")
     args = ap.parse_args()
     if not (1 <= args.seconds <= 30 and 1 <= args.rounds <= 9 and 1 <= args.devices <= 250_000):
