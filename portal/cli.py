@@ -23,7 +23,6 @@ TLS_HANDSHAKE_SECONDS = 10  # a thread waits this long at most for a stalled han
 # or right after the handshake's last message; a connection still silent after this goes back
 # to the poller and frees its thread.
 FIRST_BYTES_SECONDS = 0.2
-REQUEST_AFTER_HANDSHAKE_SECONDS = 0.2
 # A request head (request line and headers) must be complete this long after its first bytes
 # were read, and no larger than this; a phone's is well under 8 KB and comes at once.
 REQUEST_HEAD_SECONDS = 10
@@ -91,13 +90,10 @@ def _dual_port_worker_class():
             comes in pieces (gthread read it blocking, so a client that sent half a request
             and stopped held a thread until it closed): the thread only reads what has come,
             and a head not complete within REQUEST_HEAD_SECONDS ends the connection."""
-            if not conn.initialized and not conn.data_ready:
-                # gthread itself waits up to 5 s here, in the thread: eight silent connections
-                # (an HTTP preconnect sends nothing either) stalled the portal for 5 s.
-                if not _readable(conn.sock, FIRST_BYTES_SECONDS):
-                    return gthread._DEFER
-                conn.data_ready = True
             if conn.cfg.is_ssl and not conn.initialized:
+                # No ClientHello yet (data_ready: the poller woke us because it came).
+                if not conn.data_ready and not _readable(conn.sock, FIRST_BYTES_SECONDS):
+                    return gthread._DEFER
                 conn.sock.setblocking(True)
                 conn.sock.settimeout(TLS_HANDSHAKE_SECONDS)  # a client that stalls mid-handshake
                 try:
@@ -106,15 +102,12 @@ def _dual_port_worker_class():
                     self.log.debug("TLS handshake with %s failed: %s", conn.client, exc)
                     return False  # finish_request closes it
                 conn.sock.settimeout(None)
-                if not conn.sock.pending() and not _readable(conn.sock, REQUEST_AFTER_HANDSHAKE_SECONDS):
-                    conn.data_ready = False
-                    return gthread._DEFER
-                conn.data_ready = True
-            if not conn.initialized:
+            elif not conn.initialized:
                 conn.init()  # plain HTTP: only makes the request parser
+            # Waits at most FIRST_BYTES_SECONDS here for a silent connection, new or after its
+            # handshake (gthread itself waited 5 s, in the thread, for a new one's first bytes).
             head = _gather_head(conn)
             if head == "wait":
-                conn.data_ready = False
                 return gthread._DEFER
             if head == "give up":
                 self.log.debug("request head from %s too slow or too large; closed", conn.client)
@@ -137,15 +130,13 @@ def _gather_head(conn) -> str:
     """Read what has arrived of the connection's next request head into its parser's buffer,
     without blocking: "ready" when the head is complete (or the client closed, which the parser
     then reports), "wait" to go back to the poller for more, "give up" when the head took longer
-    than REQUEST_HEAD_SECONDS from its first read or grew past REQUEST_HEAD_MAX_BYTES."""
+    than REQUEST_HEAD_SECONDS from its first bytes or grew past REQUEST_HEAD_MAX_BYTES."""
     import ssl
     import time
 
     unreader = conn.parser.unreader
     data = unreader.take_buffered()
     now = time.monotonic()
-    since = getattr(conn, "head_since", None) or now
-    conn.head_since = since
     ended = False
     conn.sock.setblocking(False)
     try:
@@ -172,7 +163,11 @@ def _gather_head(conn) -> str:
         return "give up"
     if ended or _head_complete(data):
         return "ready"
-    return "give up" if now - since > REQUEST_HEAD_SECONDS else "wait"
+    if not data:
+        return "wait"  # silent: the poller closes it after `keepalive` seconds
+    if getattr(conn, "head_since", None) is None:
+        conn.head_since = now  # the head's first bytes were read in this call
+    return "give up" if now - conn.head_since > REQUEST_HEAD_SECONDS else "wait"
 
 
 def _head_complete(data: bytes) -> bool:

@@ -96,18 +96,23 @@ CLIENT = textwrap.dedent(f"""
     out["split"] = sorted(per_pid.values())
     for c in held:
         c.close()
+    def answered_beside(held):
+        # Status and seconds of a real request while `held` connections stay open; then closes them.
+        t0 = time.monotonic()
+        h = http.client.HTTPConnection("127.0.0.1", {HTTP_PORT}, timeout=30)
+        h.request("GET", "/api/captive", headers={{"Host": "{PORTAL_HOST}"}})
+        answer = [h.getresponse().status, round(time.monotonic() - t0, 2)]
+        for c in held:
+            c.close()
+        return answer
+
     # Connections that send nothing (a browser's preconnects, plain and TLS), three times as many
     # as the two workers have threads, must not keep a real request waiting: gunicorn held a
     # thread 5 s for each before it gave up on it, so this request waited about 15 s.
     silent = [socket.create_connection(("127.0.0.1", port), 30) for port in ({HTTP_PORT}, {HTTPS_PORT}) for _ in range(12)]
     silent += [ctx.wrap_socket(socket.create_connection(("127.0.0.1", {HTTPS_PORT}), 30),
                                server_hostname="{PORTAL_HOST}") for _ in range(4)]
-    t0 = time.monotonic()
-    h = http.client.HTTPConnection("127.0.0.1", {HTTP_PORT}, timeout=30)
-    h.request("GET", "/api/captive", headers={{"Host": "{PORTAL_HOST}"}})
-    out["beside_silent"] = [h.getresponse().status, round(time.monotonic() - t0, 2)]
-    for c in silent:
-        c.close()
+    out["beside_silent"] = answered_beside(silent)
     # Half a request head, then nothing (a slow or hostile client), on as many connections:
     # the threads only read what came, so a real request is still answered at once.
     part = b"GET /api/captive HTTP/1.1\\r\\nHost: {PORTAL_HOST}\\r\\n"
@@ -116,12 +121,7 @@ CLIENT = textwrap.dedent(f"""
                                server_hostname="{PORTAL_HOST}") for _ in range(4)]
     for c in halves:
         c.sendall(part)
-    t0 = time.monotonic()
-    h = http.client.HTTPConnection("127.0.0.1", {HTTP_PORT}, timeout=30)
-    h.request("GET", "/api/captive", headers={{"Host": "{PORTAL_HOST}"}})
-    out["beside_halves"] = [h.getresponse().status, round(time.monotonic() - t0, 2)]
-    for c in halves:
-        c.close()
+    out["beside_halves"] = answered_beside(halves)
     # A head that arrives in two pieces, 0.6 s apart (longer than a thread waits for more), is
     # served once the rest comes.
     c = socket.create_connection(("127.0.0.1", {HTTP_PORT}), 30)
